@@ -1,0 +1,67 @@
+# switchboard — the two commands a new user runs: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INFRA_VENV := .venv-infra
+AZURITE_DIR := .azurite
+
+.PHONY: run test install install-dev install-infra node azurite-start azurite-stop bench soak clean
+
+$(VENV)/.installed-runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed-runtime
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# checkov pins many packages of its own, so it lives in a separate venv.
+$(INFRA_VENV)/.installed: requirements-infra.txt
+	test -x $(INFRA_VENV)/bin/python || $(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(INFRA_VENV)/bin/python -m pip install --quiet -r requirements-infra.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed-runtime node_modules/.installed
+install-dev: $(VENV)/.installed-dev node_modules/.installed
+install-infra: $(INFRA_VENV)/.installed
+node: node_modules/.installed
+
+local.settings.json:
+	cp local.settings.json.example local.settings.json
+	@echo "Created local.settings.json from local.settings.json.example (edit it to add your Twilio credentials)."
+
+## make run: start the app locally with Azure Functions Core Tools against Azurite.
+run: install local.settings.json
+	@command -v func >/dev/null 2>&1 || { echo "Azure Functions Core Tools ('func') not found: install v4 (https://learn.microsoft.com/azure/azure-functions/functions-run-local, e.g. 'npm i -g azure-functions-core-tools@4 --unsafe-perm true' or 'brew install azure-functions-core-tools@4'), then run 'make run' again." >&2; exit 127; }
+	@$(MAKE) --no-print-directory azurite-start
+	@trap '$(MAKE) --no-print-directory azurite-stop' EXIT; . $(VENV)/bin/activate && func start
+
+azurite-start: node_modules/.installed
+	@mkdir -p $(AZURITE_DIR)
+	@if [ -f $(AZURITE_DIR)/pid ] && kill -0 $$(cat $(AZURITE_DIR)/pid) 2>/dev/null; then echo "Azurite already running (pid $$(cat $(AZURITE_DIR)/pid))"; else \
+	  nohup node_modules/.bin/azurite --silent --disableTelemetry --skipApiVersionCheck --location $(AZURITE_DIR) --debug $(AZURITE_DIR)/debug.log >$(AZURITE_DIR)/azurite.log 2>&1 & echo $$! > $(AZURITE_DIR)/pid; \
+	  echo "Azurite started (blob 10000, queue 10001, table 10002; data in $(AZURITE_DIR)/)"; fi
+
+azurite-stop:
+	@if [ -f $(AZURITE_DIR)/pid ]; then kill $$(cat $(AZURITE_DIR)/pid) 2>/dev/null || true; rm -f $(AZURITE_DIR)/pid; echo "Azurite stopped"; fi
+
+## make test: install everything, start the local peers inside the tests, run the whole suite.
+test: install-dev install-infra
+	$(PY) -m pytest
+
+bench: install-dev
+	$(PY) -m bench
+
+soak: install-dev
+	$(PY) -m bench.soak
+
+clean:
+	rm -rf $(VENV) $(INFRA_VENV) node_modules $(AZURITE_DIR) .pytest_cache .hypothesis
