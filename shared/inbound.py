@@ -1,0 +1,108 @@
+"""Inbound SMS and voicemail: keyword handling, the reply, and the event for the inbound queue.
+
+Every inbound message becomes one JSON event on ``INBOUND_QUEUE`` so the user's own consumers see everything
+Twilio told us, including opt-outs (``keyword``) and media.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from . import APP_NAME, optouts, twiml
+from .redact import mask_number
+from .webhooks import MalformedRequestError, Params
+
+log = logging.getLogger("switchboard.inbound")
+
+OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+OPT_IN = frozenset({"START", "YES", "UNSTOP"})
+HELP = frozenset({"HELP", "INFO"})
+HELP_TEXT = f"{APP_NAME}: reply STOP to stop receiving messages, START to receive them again."
+MAX_MEDIA = 10
+# Table storage forbids these characters in a RowKey; a sender address holding one is not a phone number.
+_BAD_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class InboundResult:
+    """What a webhook answers (TwiML) and the event it hands to the inbound queue."""
+
+    twiml: str
+    event: str
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def keyword_of(body: str) -> str:
+    """The opt-out/opt-in/help keyword a body is, or '' (Twilio matches the whole trimmed body)."""
+    word = body.strip().upper().rstrip(".!")
+    return word if word in OPT_OUT | OPT_IN | HELP else ""
+
+
+def _media(params: Params) -> list[dict[str, str]]:
+    try:
+        count = min(int(params.first("NumMedia", "0") or 0), MAX_MEDIA)
+    except ValueError:
+        raise MalformedRequestError("NumMedia is not a number") from None
+    return [
+        {"url": params.first(f"MediaUrl{i}"), "content_type": params.first(f"MediaContentType{i}")}
+        for i in range(count)
+        if params.first(f"MediaUrl{i}")
+    ]
+
+
+def handle_sms(params: Params, auto_reply: str = "") -> InboundResult:
+    """Apply STOP/START/HELP, choose the reply, and build the inbound event."""
+    sender = params.require("From")
+    if _BAD_KEY_CHARS.search(sender) or len(sender) > 64:
+        raise MalformedRequestError("From is not a phone number or address")
+    body = params.first("Body")
+    keyword = keyword_of(body)
+    message_sid = params.first("MessageSid") or params.first("SmsSid")
+    reply = auto_reply
+    if keyword in OPT_OUT:
+        optouts.record_optout(sender, keyword, message_sid)
+        reply = ""  # Twilio itself confirms an opt-out; a reply of ours would be blocked anyway.
+        log.info("opt-out recorded for %s (%s)", mask_number(sender), keyword)
+    elif keyword in OPT_IN:
+        optouts.clear_optout(sender)
+        reply = ""
+        log.info("opt-out cleared for %s (%s)", mask_number(sender), keyword)
+    elif keyword in HELP:
+        reply = HELP_TEXT
+    event = {
+        "type": "sms",
+        "from": sender,
+        "to": params.first("To"),
+        "body": body,
+        "message_sid": message_sid,
+        "account_sid": params.first("AccountSid"),
+        "messaging_service_sid": params.first("MessagingServiceSid"),
+        "media": _media(params),
+        "keyword": keyword,
+        "received_at": _now(),
+    }
+    return InboundResult(twiml.sms_reply(reply), json.dumps(event, ensure_ascii=False))
+
+
+def handle_voicemail(params: Params) -> InboundResult:
+    """Thank the caller and hand the recording on."""
+    event = {
+        "type": "voicemail",
+        "from": params.first("From"),
+        "to": params.first("To"),
+        "call_sid": params.require("CallSid"),
+        "account_sid": params.first("AccountSid"),
+        "recording_url": params.first("RecordingUrl"),
+        "recording_sid": params.first("RecordingSid"),
+        "recording_duration": params.first("RecordingDuration"),
+        "digits": params.first("Digits"),
+        "received_at": _now(),
+    }
+    return InboundResult(twiml.voicemail_saved(), json.dumps(event, ensure_ascii=False))

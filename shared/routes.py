@@ -1,0 +1,129 @@
+"""The HTTP routes' behaviour, one function per route, free of ``azure.functions`` types.
+
+Each takes a :class:`WebhookRequest` and returns a :class:`Reply`; ``function_app.py`` only converts types.
+Errors a caller can cause become 4xx here; a dependency that is down becomes 503 (Twilio retries or falls back
+to the number's fallback URL), never a stack trace in the response.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from . import __version__, inbound, secrets, twiml
+from .config import MissingSettingError, get_settings
+from .webhooks import MalformedRequestError, Params, WebhookRejected, WebhookRequest, verify
+
+log = logging.getLogger("switchboard.routes")
+
+XML = "text/xml; charset=utf-8"
+MAX_SAY_MESSAGES = 50
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP answer, plus an optional event for the inbound queue (the output binding)."""
+
+    status: int = 200
+    body: str = ""
+    content_type: str = XML
+    event: str | None = None
+
+
+def _text(status: int, message: str) -> Reply:
+    return Reply(status=status, body=message + "\n", content_type="text/plain; charset=utf-8")
+
+
+def _storage_error(exc: Exception) -> bool:
+    try:
+        from azure.core.exceptions import AzureError
+    except ImportError:  # pragma: no cover - azure-core is a runtime dependency
+        return False
+    return isinstance(exc, AzureError)
+
+
+def twilio_webhook(handler: Callable[[Params], Reply]) -> Callable[[WebhookRequest], Reply]:
+    """Verify the request's signature, run ``handler`` on its parameters, and map failures to status codes."""
+
+    @functools.wraps(handler)
+    def route(req: WebhookRequest) -> Reply:
+        try:
+            return handler(verify(req))
+        except WebhookRejected as exc:
+            # A forged request gets no TwiML, only the status and a reason.
+            return _text(exc.status, exc.reason)
+        except (MissingSettingError, secrets.SecretUnavailableError) as exc:
+            log.error("%s %s unavailable: %s", req.method, req.path, exc)
+            return _text(503, "service not configured")
+        except Exception as exc:  # noqa: BLE001
+            if _storage_error(exc):
+                log.error("%s %s: storage unavailable: %s", req.method, req.path, type(exc).__name__)
+                return _text(503, "storage unavailable")
+            raise
+
+    return route
+
+
+@twilio_webhook
+def voice(params: Params) -> Reply:
+    return Reply(body=twiml.incoming_call(get_settings().voice_greeting))
+
+
+@twilio_webhook
+def voice_menu(params: Params) -> Reply:
+    settings = get_settings()
+    digits = params.first("Digits").strip()
+    return Reply(body=twiml.menu_choice(digits, params.first("ApiVersion"), settings.forward_to_number))
+
+
+@twilio_webhook
+def voice_recorded(params: Params) -> Reply:
+    result = inbound.handle_voicemail(params)
+    return Reply(body=result.twiml, event=result.event)
+
+
+def _say_messages(params: Params) -> list[str]:
+    """``Message`` and/or ``Message[0]``, ``Message[1]``… in index order (twimlets/message style)."""
+    indexed: list[tuple[int, str]] = []
+    for name, values in params.items():
+        if name.startswith("Message[") and name.endswith("]"):
+            index = name[len("Message["):-1]
+            if not index.isdigit():
+                raise MalformedRequestError(f"parameter {name}: index must be a number")
+            indexed.extend((int(index), v) for v in values)
+    messages = list(params.getlist("Message")) + [v for _, v in sorted(indexed, key=lambda item: item[0])]
+    messages = [m for m in messages if m.strip()]
+    if not messages:
+        raise MalformedRequestError("no Message parameter: pass Message or Message[0], Message[1]…")
+    if len(messages) > MAX_SAY_MESSAGES:
+        raise MalformedRequestError(f"{len(messages)} messages > {MAX_SAY_MESSAGES}")
+    return messages
+
+
+@twilio_webhook
+def twiml_say(params: Params) -> Reply:
+    return Reply(body=twiml.say(_say_messages(params), params.first("Voice"), params.first("Language")))
+
+
+@twilio_webhook
+def sms(params: Params) -> Reply:
+    result = inbound.handle_sms(params, get_settings().sms_auto_reply)
+    return Reply(body=result.twiml, event=result.event)
+
+
+def health(req: WebhookRequest | None = None) -> Reply:
+    """Version and whether storage and secrets are reachable; never a secret's value."""
+    from . import storage
+
+    try:
+        secrets.get_secret(secrets.AUTH_TOKEN)
+        secrets_ok = True
+    except secrets.SecretUnavailableError:
+        secrets_ok = False
+    storage_ok = storage.storage_reachable()
+    body = {"status": "ok" if storage_ok and secrets_ok else "degraded", "version": __version__,
+            "storage": storage_ok, "secrets": secrets_ok}
+    return Reply(status=200, body=json.dumps(body), content_type="application/json")

@@ -1,0 +1,121 @@
+"""Clients for the function app's own storage account (queues and tables), created once, on first use.
+
+Locally ``AzureWebJobsStorage`` is a connection string (Azurite's ``UseDevelopmentStorage=true`` included);
+in Azure it is identity-based (``AzureWebJobsStorage__queueServiceUri`` / ``__tableServiceUri`` /
+``__accountName`` + ``__clientId``), the same settings the Functions host reads, so both share one account.
+The SDKs are imported here, inside functions, to keep cold start light.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from .config import MissingSettingError, get_settings
+
+# Azurite's published development account (not a secret: it is the same on every machine).
+_AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+DEVELOPMENT_CONNECTION = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=" + _AZURITE_KEY + ";"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+# Storage calls on a request path must not hang a webhook or a send.
+STORAGE_TIMEOUT_SECONDS = 10
+
+_lock = threading.Lock()
+_clients: dict[tuple[str, str], Any] = {}
+_created: set[tuple[str, str]] = set()
+
+
+def connection_string() -> str:
+    raw = get_settings().storage_connection
+    return DEVELOPMENT_CONNECTION if raw.replace(" ", "").lower() == "usedevelopmentstorage=true" else raw
+
+
+def _identity_endpoint(service: str) -> str:
+    prefix = "AzureWebJobsStorage__"
+    uri = os.environ.get(f"{prefix}{service}ServiceUri", "")
+    if uri:
+        return uri
+    account = os.environ.get(f"{prefix}accountName", "")
+    if account:
+        return f"https://{account}.{service}.core.windows.net"
+    raise MissingSettingError("AzureWebJobsStorage")
+
+
+def _credential() -> Any:
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    client_id = os.environ.get("AzureWebJobsStorage__clientId") or get_settings().azure_client_id
+    return ManagedIdentityCredential(client_id=client_id) if client_id else DefaultAzureCredential()
+
+
+def _service(kind: str) -> Any:
+    key = ("service", kind)
+    client = _clients.get(key)
+    if client is not None:
+        return client
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _make_service(kind)
+            _clients[key] = client
+    return client
+
+
+def _make_service(kind: str) -> Any:
+    conn = connection_string()
+    options = {"connection_timeout": STORAGE_TIMEOUT_SECONDS, "read_timeout": STORAGE_TIMEOUT_SECONDS}
+    if kind == "table":
+        from azure.data.tables import TableServiceClient
+
+        if conn:
+            return TableServiceClient.from_connection_string(conn, **options)
+        return TableServiceClient(endpoint=_identity_endpoint("table"), credential=_credential(), **options)
+    from azure.storage.queue import QueueServiceClient
+
+    if conn:
+        return QueueServiceClient.from_connection_string(conn, **options)
+    return QueueServiceClient(account_url=_identity_endpoint("queue"), credential=_credential(), **options)
+
+
+def table(name: str) -> Any:
+    """A ``TableClient`` for ``name``; the table is created the first time this process uses it."""
+    service = _service("table")
+    if ("table", name) not in _created:
+        service.create_table_if_not_exists(name)
+        _created.add(("table", name))
+    return service.get_table_client(name)
+
+
+def queue(name: str) -> Any:
+    """A ``QueueClient`` for ``name``; the queue is created the first time this process uses it."""
+    from azure.core.exceptions import ResourceExistsError
+
+    client = _service("queue").get_queue_client(name)
+    if ("queue", name) not in _created:
+        try:
+            client.create_queue()
+        except ResourceExistsError:
+            pass
+        _created.add(("queue", name))
+    return client
+
+
+def storage_reachable() -> bool:
+    """Cheap round trip to the table service (used by /api/health)."""
+    try:
+        _service("table").get_service_properties()
+        return True
+    except Exception:  # noqa: BLE001 - health reports any failure as unreachable
+        return False
+
+
+def reset_clients() -> None:
+    """Forget clients (tests point the app at a fresh Azurite)."""
+    with _lock:
+        _clients.clear()
+        _created.clear()

@@ -1,0 +1,177 @@
+"""Shared fixtures: the indexed app, signed requests, and the local peers (each started on 127.0.0.1, free ports,
+stopped at the end). Peer processes are session-scoped; app state (settings, caches) is reset per test."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
+
+import azure.functions as func
+import pytest
+
+from tests.twilio_signing import PUBLIC_BASE_URL, TEST_AUTH_TOKEN, form_body, sign_form
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+TEST_FROM = "+15005550006"
+
+# Settings every test starts from; storage is pointed at nothing until a test asks for Azurite.
+BASE_ENV = {
+    "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+    "TWILIO_AUTH_TOKEN": TEST_AUTH_TOKEN,
+    "TWILIO_ACCOUNT_SID": TEST_ACCOUNT_SID,
+    "TWILIO_FROM_NUMBER": TEST_FROM,
+    "SMS_QUEUE": "outbound-sms",
+    "CALL_QUEUE": "outbound-calls",
+    "INBOUND_QUEUE": "inbound-sms",
+    "AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=bm9uZQ==;"
+                           "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+                           "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;",
+}
+_APP_SETTINGS = [
+    "KEY_VAULT_URL", "AZURE_CLIENT_ID", "TWILIO_MESSAGING_SERVICE_SID", "TWILIO_API_KEY_SID", "TWILIO_API_KEY_SECRET",
+    "TWILIO_API_BASE_URL", "VOICE_GREETING", "SMS_AUTO_REPLY", "FORWARD_TO_NUMBER", "SECRET_CACHE_SECONDS",
+    "TWILIO_HTTP_TIMEOUT_SECONDS",
+]
+
+
+def reset_app_state() -> None:
+    """Forget every process-wide cache the app keeps (settings, secrets, storage and Twilio clients)."""
+    from shared import config, secrets, storage
+
+    config.reset_settings()
+    secrets.reset_secrets()
+    storage.reset_clients()
+    try:
+        from shared import twilio_api
+    except ImportError:
+        return
+    reset = getattr(twilio_api, "reset_client", None)
+    if reset:
+        reset()
+
+
+@pytest.fixture(autouse=True)
+def app_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """A clean, known environment for the app in every test."""
+    for name in _APP_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in BASE_ENV.items():
+        monkeypatch.setenv(name, value)
+    reset_app_state()
+    yield BASE_ENV
+    reset_app_state()
+
+
+@pytest.fixture
+def set_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Change settings inside a test; the app re-reads them."""
+
+    def apply(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        reset_app_state()
+
+    return apply
+
+
+# ---------------------------------------------------------------- the indexed app
+
+
+@pytest.fixture(scope="session")
+def indexed_functions() -> dict[str, Any]:
+    """The function app as the host indexes it: name -> FunctionBuilder-built Function."""
+    import function_app
+
+    return {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
+
+
+class OutBox(func.Out):
+    """What an output binding received (stands in for the host's queue output)."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def set(self, val: Any) -> None:
+        self.value = val
+
+    def get(self) -> Any:
+        return self.value
+
+
+def http_request(method: str, path: str, *, body: bytes = b"", query: str = "",
+                 headers: dict[str, str] | None = None) -> func.HttpRequest:
+    url = "http://localhost:7071" + path + (f"?{query}" if query else "")
+    return func.HttpRequest(method=method, url=url, headers=headers or {}, params={}, route_params={}, body=body)
+
+
+def signed_form_request(path: str, params: dict, *, query: str = "", token: str = TEST_AUTH_TOKEN,
+                        algorithm: str = "HMAC_SHA1") -> func.HttpRequest:
+    """A POST exactly as Twilio sends it to ``PUBLIC_BASE_URL`` + path (+ query)."""
+    public = PUBLIC_BASE_URL + path + (f"?{query}" if query else "")
+    headers = {"Content-Type": "application/x-www-form-urlencoded",
+               "X-Twilio-Signature": sign_form(public, params, token, algorithm)}
+    if algorithm != "HMAC_SHA1":
+        headers["X-Twilio-Webhooks-Signature-Settings"] = f"key=webhooks_sharedkey_test,algorithm={algorithm}"
+    return http_request("POST", path, body=form_body(params), query=query, headers=headers)
+
+
+@pytest.fixture
+def call_function(indexed_functions: dict[str, Any]) -> Callable[..., tuple[func.HttpResponse, OutBox]]:
+    """Invoke an indexed HTTP function in process; returns the response and its inbound-queue output."""
+
+    def invoke(name: str, req: func.HttpRequest) -> tuple[func.HttpResponse, OutBox]:
+        fn = indexed_functions[name]
+        user_fn = fn.get_user_function()
+        box = OutBox()
+        kwargs: dict[str, Any] = {}
+        for binding in json.loads(fn.get_function_json())["bindings"]:
+            if binding["direction"] == "IN" and binding["type"] == "httpTrigger":
+                kwargs[binding["name"]] = req
+            elif binding["direction"] == "OUT" and binding["type"] == "queue":
+                kwargs[binding["name"]] = box
+        return user_fn(**kwargs), box
+
+    return invoke
+
+
+# ---------------------------------------------------------------- Azurite (queues + tables)
+
+
+@pytest.fixture(scope="session")
+def azurite_peer() -> Iterator[Any]:
+    from tests.peers.azurite import start_azurite
+
+    peer = start_azurite()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def azurite(azurite_peer: Any, set_env: Callable[..., None]) -> Any:
+    """Azurite with the app pointed at it (``AzureWebJobsStorage``)."""
+    set_env(AzureWebJobsStorage=azurite_peer.connection_string)
+    return azurite_peer
+
+
+@pytest.fixture
+def unique_queues(set_env: Callable[..., None]) -> dict[str, str]:
+    """Fresh queue names for this test, so tests sharing one Azurite never see each other's messages."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {"SMS_QUEUE": f"sms-{suffix}", "CALL_QUEUE": f"calls-{suffix}", "INBOUND_QUEUE": f"inbound-{suffix}"}
+    set_env(**names)
+    return names
+
+
+# ---------------------------------------------------------------- log capture for secret/PII checks
+
+
+@pytest.fixture
+def all_log_text(caplog: pytest.LogCaptureFixture) -> Callable[[], str]:
+    caplog.set_level(logging.DEBUG)
+    return lambda: "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
