@@ -168,6 +168,20 @@ def unique_queues(set_env: Callable[..., None]) -> dict[str, str]:
     return names
 
 
+# ---------------------------------------------------------------- stand-in host, HTTP half
+
+
+@pytest.fixture
+def standin_http(indexed_functions: dict[str, Any], azurite: Any) -> Iterator[Any]:
+    """The indexed HTTP functions served on 127.0.0.1 (queue outputs written to Azurite)."""
+    from tests.standin.http import StandinHttpHost
+
+    host = StandinHttpHost(list(indexed_functions.values()))
+    host.start()
+    yield host
+    host.stop()
+
+
 # ---------------------------------------------------------------- log capture for secret/PII checks
 
 

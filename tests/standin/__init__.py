@@ -1,0 +1,1 @@
+"""A small stand-in for the Functions host: HTTP (http.py) and queue (queues.py) halves."""

@@ -1,0 +1,151 @@
+"""Signature checking on the public URL (shared.webhooks.verify), unit level."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.webhooks import (
+    MalformedRequestError,
+    NotConfiguredError,
+    SignatureInvalidError,
+    WebhookRequest,
+    public_url_for,
+    verify,
+)
+from tests.twilio_signing import PUBLIC_BASE_URL, TEST_AUTH_TOKEN, form_body, sign_form, sign_json
+
+# Twilio's published test vector (token 12345). Note: the vector's Caller/From are +14158675309; with any other
+# number (e.g. +12349013030) these parameters do not produce RSOYDt4T1cUTdK1PDd93/VVr8B8=.
+TWILIO_VECTOR_PARAMS = {
+    "CallSid": "CA1234567890ABCDE",
+    "Caller": "+14158675309",
+    "Digits": "1234",
+    "From": "+14158675309",
+    "To": "+18005551212",
+}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def form_request(path: str, params: dict, signature: str, query: str = "", extra: dict | None = None):
+    headers = {**FORM, "X-Twilio-Signature": signature, **(extra or {})}
+    return WebhookRequest("POST", path, query, headers, form_body(params))
+
+
+def test_twilios_published_vector_is_accepted(set_env):
+    set_env(PUBLIC_BASE_URL="https://mycompany.com", TWILIO_AUTH_TOKEN="12345")
+    req = form_request("/myapp.php", TWILIO_VECTOR_PARAMS, "RSOYDt4T1cUTdK1PDd93/VVr8B8=", query="foo=1&bar=2")
+    assert verify(req).first("Digits") == "1234"
+
+
+def test_published_vector_with_one_param_changed_is_rejected(set_env):
+    set_env(PUBLIC_BASE_URL="https://mycompany.com", TWILIO_AUTH_TOKEN="12345")
+    tampered = {**TWILIO_VECTOR_PARAMS, "Digits": "1235"}
+    with pytest.raises(SignatureInvalidError):
+        verify(form_request("/myapp.php", tampered, "RSOYDt4T1cUTdK1PDd93/VVr8B8=", query="foo=1&bar=2"))
+
+
+def test_signature_is_checked_on_public_base_url_not_the_request_host():
+    params = {"From": "+14155552345", "Body": "hi"}
+    public = PUBLIC_BASE_URL + "/api/sms"
+    assert verify(form_request("/api/sms", params, sign_form(public, params))).first("Body") == "hi"
+    internal = "http://localhost:7071/api/sms"
+    with pytest.raises(SignatureInvalidError):
+        verify(form_request("/api/sms", params, sign_form(internal, params)))
+
+
+def test_function_key_in_query_is_part_of_the_signed_url():
+    params = {"From": "+14155552345"}
+    signed = sign_form(PUBLIC_BASE_URL + "/api/sms?code=abc%3D%3D", params)
+    assert verify(form_request("/api/sms", params, signed, query="code=abc%3D%3D"))
+    with pytest.raises(SignatureInvalidError):
+        verify(form_request("/api/sms", params, signed, query=""))
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-Twilio-Signature": ""}, {"X-Twilio-Signature": "bm9wZQ=="}])
+def test_missing_or_forged_signature_is_rejected(headers):
+    req = WebhookRequest("POST", "/api/sms", "", {**FORM, **headers}, form_body({"From": "+14155552345"}))
+    with pytest.raises(SignatureInvalidError):
+        verify(req)
+
+
+def test_signature_from_another_token_is_rejected():
+    params = {"From": "+14155552345"}
+    with pytest.raises(SignatureInvalidError):
+        verify(form_request("/api/sms", params, sign_form(PUBLIC_BASE_URL + "/api/sms", params, token="other")))
+
+
+def test_sha256_signature_named_in_settings_header_is_accepted():
+    params = {"From": "+14155552345", "Body": "sha"}
+    url = PUBLIC_BASE_URL + "/api/sms"
+    sig = sign_form(url, params, algorithm="HMAC_SHA256")
+    settings = {"X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_1,algorithm=HMAC_SHA256"}
+    assert verify(form_request("/api/sms", params, sig, extra=settings)).first("Body") == "sha"
+    # The same SHA-256 signature without the header is checked as SHA-1 and fails.
+    with pytest.raises(SignatureInvalidError):
+        verify(form_request("/api/sms", params, sig))
+
+
+def test_json_body_signed_with_body_sha256_is_accepted_and_tampering_is_not():
+    body = json.dumps({"MessageSid": "SM" + "a" * 32, "MessageStatus": "delivered"})
+    url, sig = sign_json(PUBLIC_BASE_URL + "/api/sms", body)
+    query = url.split("?", 1)[1]
+    headers = {"Content-Type": "application/json", "X-Twilio-Signature": sig}
+    params = verify(WebhookRequest("POST", "/api/sms", query, headers, body.encode()))
+    assert params.first("MessageStatus") == "delivered"
+    tampered = body.replace("delivered", "failed")
+    with pytest.raises(SignatureInvalidError):
+        verify(WebhookRequest("POST", "/api/sms", query, headers, tampered.encode()))
+
+
+def test_json_body_without_body_hash_in_url_is_rejected():
+    body = '{"a": "b"}'
+    sig = sign_form(PUBLIC_BASE_URL + "/api/sms", {})
+    with pytest.raises(SignatureInvalidError):
+        verify(WebhookRequest("POST", "/api/sms", "", {"Content-Type": "application/json",
+                                                      "X-Twilio-Signature": sig}, body.encode()))
+
+
+def test_get_request_is_signed_over_url_with_its_query():
+    url = PUBLIC_BASE_URL + "/api/twiml/say?Message=hello"
+    sig = sign_form(url, {})
+    params = verify(WebhookRequest("GET", "/api/twiml/say", "Message=hello", {"X-Twilio-Signature": sig}))
+    assert params.getlist("Message") == ["hello"]
+
+
+@pytest.mark.parametrize("body, content_type, reason", [
+    (b"\xff\xfe", "application/x-www-form-urlencoded", "not UTF-8"),
+    (b"{not json", "application/json", "not valid JSON"),
+    (b"[1, 2]", "application/json", "must be an object"),
+    (b"<xml/>", "text/xml", "unsupported Content-Type"),
+])
+def test_unreadable_body_is_a_named_400(body, content_type, reason):
+    req = WebhookRequest("POST", "/api/sms", "bodySHA256=x", {"Content-Type": content_type,
+                                                             "X-Twilio-Signature": "x"}, body)
+    with pytest.raises(MalformedRequestError, match=reason):
+        verify(req)
+
+
+def test_missing_auth_token_is_not_configured_and_logged_once_by_name(set_env, monkeypatch, caplog):
+    monkeypatch.delenv("TWILIO_AUTH_TOKEN")
+    set_env()
+    for _ in range(3):
+        with pytest.raises(NotConfiguredError):
+            verify(form_request("/api/sms", {"From": "+1"}, "sig"))
+    assert "TWILIO_AUTH_TOKEN" in caplog.text
+
+
+def test_missing_public_base_url_is_not_configured(monkeypatch, set_env, caplog):
+    monkeypatch.delenv("PUBLIC_BASE_URL")
+    set_env()
+    with pytest.raises(NotConfiguredError, match="PUBLIC_BASE_URL"):
+        verify(form_request("/api/sms", {"From": "+1"}, "sig"))
+    with pytest.raises(NotConfiguredError):
+        verify(form_request("/api/sms", {"From": "+1"}, "sig"))
+    assert caplog.text.count("PUBLIC_BASE_URL is not set") == 1
+
+
+def test_public_url_for_joins_base_path_and_raw_query():
+    assert public_url_for("/api/sms", "code=a%2Fb&x=1", "https://h.example/") == "https://h.example/api/sms?code=a%2Fb&x=1"
+    assert public_url_for("api/voice", "", "https://h.example") == "https://h.example/api/voice"
