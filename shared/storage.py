@@ -108,7 +108,7 @@ def queue(name: str) -> Any:
 def storage_reachable() -> bool:
     """Cheap round trip to the table service (used by /api/health)."""
     try:
-        _service("table").get_service_properties()
+        _service("table").get_service_properties(retry_total=0)
         return True
     except Exception:  # noqa: BLE001 - health reports any failure as unreachable
         return False
