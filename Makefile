@@ -47,7 +47,7 @@ run: install local.settings.json
 azurite-start: node_modules/.installed
 	@mkdir -p $(AZURITE_DIR)
 	@if [ -f $(AZURITE_DIR)/pid ] && kill -0 $$(cat $(AZURITE_DIR)/pid) 2>/dev/null; then echo "Azurite already running (pid $$(cat $(AZURITE_DIR)/pid))"; else \
-	  nohup node_modules/.bin/azurite --silent --disableTelemetry --skipApiVersionCheck --location $(AZURITE_DIR) --debug $(AZURITE_DIR)/debug.log >$(AZURITE_DIR)/azurite.log 2>&1 & echo $$! > $(AZURITE_DIR)/pid; \
+	  nohup node_modules/.bin/azurite --silent --disableTelemetry --skipApiVersionCheck --location $(AZURITE_DIR) >$(AZURITE_DIR)/azurite.log 2>&1 & echo $$! > $(AZURITE_DIR)/pid; \
 	  echo "Azurite started (blob 10000, queue 10001, table 10002; data in $(AZURITE_DIR)/)"; fi
 
 azurite-stop:
