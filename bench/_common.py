@@ -1,0 +1,110 @@
+"""Shared bits of the benchmarks: result rows, percentiles, the one table ``make bench`` prints.
+
+A benchmark reports each measurement next to a baseline measured in the same run, and the ratio between them;
+timings are never asserted (the machines are small and noisy). A row may carry a target (``ratio <= 1.3``,
+``p99 <= 1 ms``); the table marks it ``ok`` or ``MISS``, and the module says why when it misses.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# The venv's python when there is one (make bench runs it already); the current interpreter otherwise.
+_VENV_PY = ROOT / ".venv" / "bin" / "python"
+PYTHON = str(_VENV_PY) if _VENV_PY.exists() else sys.executable
+
+
+@dataclass
+class Row:
+    """One line of the table: what was measured, our number, the baseline's, and the verdict."""
+
+    bench: str
+    metric: str
+    ours: float | None
+    baseline: float | None = None
+    unit: str = ""
+    baseline_name: str = ""
+    target: str = ""          # e.g. "ratio <= 1.3", "p99 <= 1 ms"; '' = informational
+    ok: bool | None = None    # None = no target
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.ours is None or not self.baseline:
+            return None
+        return self.ours / self.baseline
+
+
+@dataclass
+class Section:
+    """What one benchmark module returns: its rows and free-text findings (profile summaries, counts)."""
+
+    name: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (pct in 0..100) of ``values``."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100.0 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    return percentile(values, 50)
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if abs(value) >= 1000:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 100:
+        text = f"{value:.0f}"
+    elif abs(value) >= 10:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.3g}"
+    return f"{text} {unit}".strip()
+
+
+def render(sections: Iterable[Section]) -> str:
+    """The table: bench | metric | ours | baseline (name) | ratio | target | verdict, then each section's notes."""
+    sections = list(sections)
+    header = ("bench", "metric", "ours", "baseline", "vs", "ratio", "target", "verdict")
+    lines: list[tuple[str, ...]] = []
+    for section in sections:
+        for row in section.rows:
+            verdict = "" if row.ok is None else ("ok" if row.ok else "MISS")
+            ratio = row.ratio
+            lines.append((row.bench, row.metric, _fmt(row.ours, row.unit), _fmt(row.baseline, row.unit),
+                          row.baseline_name, "-" if ratio is None else f"{ratio:.2f}x", row.target, verdict))
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    out = [" | ".join(h.ljust(w) for h, w in zip(header, widths)),
+           "-+-".join("-" * w for w in widths)]
+    out += [" | ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
+    for section in sections:
+        if section.notes:
+            out.append("")
+            out.append(f"[{section.name}]")
+            out += [f"  {note}" for note in section.notes]
+    return "\n".join(out)
+
+
+def quiet_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The current environment plus ``extra`` (for child processes)."""
+    env = dict(os.environ)
+    env.update(extra or {})
+    return env
