@@ -118,12 +118,32 @@ def health(req: WebhookRequest | None = None) -> Reply:
     """Version and whether storage and secrets are reachable; never a secret's value."""
     from . import storage
 
-    try:
-        secrets.get_secret(secrets.AUTH_TOKEN)
-        secrets_ok = True
-    except secrets.SecretUnavailableError:
-        secrets_ok = False
+    secrets_ok = secrets.secrets_readable()  # cached: health checks do not read the vault each time
     storage_ok = storage.storage_reachable()
     body = {"status": "ok" if storage_ok and secrets_ok else "degraded", "version": __version__,
             "storage": storage_ok, "secrets": secrets_ok}
     return Reply(status=200, body=json.dumps(body), content_type="application/json")
+
+
+# ---------------------------------------------------------------- status callbacks of outbound sends (issue 3)
+
+
+def _status_callback(kind: str, req: WebhookRequest) -> Reply:
+    from . import status_callbacks
+
+    @twilio_webhook
+    def apply(params: Params) -> Reply:
+        status_callbacks.handle(kind, req.query_params, params)  # type: ignore[arg-type]
+        return Reply(status=204, body="", content_type="text/plain; charset=utf-8")
+
+    return apply(req)
+
+
+def status_message(req: WebhookRequest) -> Reply:
+    """Twilio's status callback for an SMS we sent (``?id=`` names the ledger row) → 204."""
+    return _status_callback("sms", req)
+
+
+def status_call(req: WebhookRequest) -> Reply:
+    """Twilio's status callback for a call we placed (``?id=`` names the ledger row) → 204."""
+    return _status_callback("call", req)

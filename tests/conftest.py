@@ -189,3 +189,116 @@ def standin_http(indexed_functions: dict[str, Any], azurite: Any) -> Iterator[An
 def all_log_text(caplog: pytest.LogCaptureFixture) -> Callable[[], str]:
     caplog.set_level(logging.DEBUG)
     return lambda: "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
+
+
+# ---------------------------------------------------------------- Key Vault (issue 4): fake vault, credential guard,
+# ---------------------------------------------------------------- and the session-wide "no secret in any log line" check
+
+from tests.secret_scan import LogRecorder, register_secret  # noqa: E402
+
+register_secret(TEST_AUTH_TOKEN)
+VAULT_AUTH_TOKEN = register_secret("vault-auth-token-7c1e9a0b5d2f4e68a1")
+VAULT_API_KEY_SECRET = register_secret("vault-api-key-secret-3b8d6f1a9e2c07")
+
+# Every record of the session (root at DEBUG), checked against every registered secret when the session ends.
+SESSION_LOGS = LogRecorder()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    root = logging.getLogger()
+    root.addHandler(SESSION_LOGS)
+    root.setLevel(logging.DEBUG)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    logging.getLogger().removeHandler(SESSION_LOGS)
+    leaks = SESSION_LOGS.leaks()
+    if not leaks:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"SECRET LEAK: {len(leaks)} log record(s) contain a secret value used by the tests:"]
+    lines += [f"  [{name}] {text}" for name, text in leaks[:20]]
+    for line in lines:
+        if reporter is not None:
+            reporter.write_line(line, red=True)
+        else:  # pragma: no cover
+            print(line)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def no_real_azure_credential(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Fail any test that builds DefaultAzureCredential or asks a managed identity for a token: that traffic
+    (169.254.169.254, Entra ID) would leave the machine. Inject a credential (the ``keyvault`` fixture does).
+    Recorded as well as raised, because the app turns credential errors into "secret unavailable"."""
+    import azure.identity
+
+    attempts: list[str] = []
+
+    class ForbiddenDefaultAzureCredential:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            attempts.append("DefaultAzureCredential()")
+            raise AssertionError("test built DefaultAzureCredential: use shared.secrets.set_credential_factory")
+
+    def forbidden_token(self: Any, *scopes: str, **kwargs: Any) -> Any:
+        attempts.append(f"ManagedIdentityCredential token for {scopes}")
+        raise AssertionError("test asked a managed identity for a token")
+
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", ForbiddenDefaultAzureCredential)
+    monkeypatch.setattr(azure.identity.ManagedIdentityCredential, "get_token", forbidden_token)
+    monkeypatch.setattr(azure.identity.ManagedIdentityCredential, "get_token_info", forbidden_token)
+    yield attempts
+    assert not attempts, f"real Azure credential used: {attempts}"
+
+
+@pytest.fixture(scope="session")
+def keyvault_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.peers.keyvault import start_keyvault
+
+    peer = start_keyvault(tmp_path_factory.mktemp("keyvault"))
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def keyvault(keyvault_peer: Any, monkeypatch: pytest.MonkeyPatch, set_env: Callable[..., None]) -> Iterator[Any]:
+    """The fake vault holding twilio-auth-token = VAULT_AUTH_TOKEN and twilio-api-key-secret =
+    VAULT_API_KEY_SECRET, with the app pointed at it (KEY_VAULT_URL; the TWILIO_* secret variables removed;
+    a fake credential and the test certificate injected into the real SecretClient)."""
+    from shared import secrets
+    from tests.peers.keyvault import FakeCredential
+
+    keyvault_peer.reset()
+    keyvault_peer.set_secret(secrets.AUTH_TOKEN, VAULT_AUTH_TOKEN)
+    keyvault_peer.set_secret(secrets.API_KEY_SECRET, VAULT_API_KEY_SECRET)
+    for name in secrets.ENV_NAMES.values():
+        monkeypatch.delenv(name, raising=False)
+    secrets.set_credential_factory(FakeCredential, verify_challenge_resource=False,
+                                   connection_verify=str(keyvault_peer.cert_path))
+    set_env(KEY_VAULT_URL=keyvault_peer.url)
+    yield keyvault_peer
+    keyvault_peer.reset()
+    secrets.set_credential_factory(None)
+
+
+class ManualClock:
+    """A monotonic clock that only moves when told (secret cache TTLs and rate limits without sleeping)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def secret_clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
+    """Replace shared.secrets' clock for this test."""
+    from shared import secrets
+
+    clock = ManualClock()
+    monkeypatch.setattr(secrets, "_clock", clock)
+    return clock
