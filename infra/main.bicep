@@ -1,0 +1,263 @@
+// switchboard: everything `azd up` provisions (see docs/deploy.md and DESIGN "Infra").
+// Subscription scope, azd-template style: one resource group per azd environment, hand-written modules inside it.
+// Written for the Bicep subset that pycep-parser 0.5.1 (checkov's parser) reads: no lambdas, multi-line arrays.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; names and tags every resource.')
+param environmentName string
+
+@minLength(1)
+@description('Azure region of every resource (must offer Flex Consumption).')
+param location string
+
+@description('Python version of the Functions runtime (functionAppConfig.runtime.version).')
+@allowed([
+  '3.10'
+  '3.11'
+  '3.12'
+])
+param pythonVersion string = '3.11'
+
+@description('Object id of the developer running azd; gets Key Vault Secrets Officer and the storage data roles. Empty = none.')
+param principalId string = ''
+
+@secure()
+@description('Twilio auth token. Non-empty = written to Key Vault as secret twilio-auth-token; never an app setting.')
+param twilioAuthToken string = ''
+
+@secure()
+@description('Twilio API key secret (optional). Non-empty = written to Key Vault as secret twilio-api-key-secret.')
+param twilioApiKeySecret string = ''
+
+@description('Twilio account SID (AC...).')
+param twilioAccountSid string = ''
+
+@description('Default sender number (E.164).')
+param twilioFromNumber string = ''
+
+@description('Messaging service SID (MG...), optional.')
+param twilioMessagingServiceSid string = ''
+
+@description('Twilio API key SID (SK...), optional; REST calls then use it with secret twilio-api-key-secret.')
+param twilioApiKeySid string = ''
+
+@description('Said when a call comes in.')
+param voiceGreeting string = 'Hello from Azure!'
+
+@description('Reply to ordinary inbound SMS; empty = no reply.')
+param smsAutoReply string = ''
+
+@description('Menu option 0 dials this number; empty = option off.')
+param forwardToNumber string = ''
+
+@description('How long the app caches secrets read from Key Vault, in seconds.')
+param secretCacheSeconds string = '300'
+
+@description('Timeout of every Twilio REST request, in seconds.')
+param twilioHttpTimeoutSeconds string = '10'
+
+@description('Spread the app over availability zones (only in regions that offer it for Flex; adds always-ready instances).')
+param zoneRedundant bool = false
+
+@description('Days until a Twilio secret written by `azd up` counts as expired in Key Vault (rotation reminder).')
+@minValue(1)
+param twilioSecretExpiryDays int = 365
+
+@description('Memory of each Flex Consumption instance, in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Upper bound on Flex Consumption instances.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+
+// Contract names (DESIGN "Queue functions" / "Tables"); the same values go to the app settings below.
+var smsQueueName = 'outbound-sms'
+var callQueueName = 'outbound-calls'
+var inboundQueueName = 'inbound-sms'
+var queueNames = [
+  smsQueueName
+  '${smsQueueName}-poison'
+  callQueueName
+  '${callQueueName}-poison'
+  inboundQueueName
+  '${inboundQueueName}-poison'
+]
+var tableNames = [
+  'sends'
+  'optouts'
+]
+var deploymentContainerName = 'app-package-${resourceToken}'
+var functionAppName = 'func-${resourceToken}'
+
+// Well-known built-in role definition ids (learn.microsoft.com, "Azure built-in roles").
+var roleIds = {
+  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
+  keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+}
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: 'id-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: 'log-${resourceToken}'
+    appInsightsName: 'appi-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'st${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    queueNames: queueNames
+    tableNames: tableNames
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: 'kv-${resourceToken}'
+    location: location
+    tags: tags
+    twilioAuthToken: twilioAuthToken
+    twilioApiKeySecret: twilioApiKeySecret
+    secretExpiryDays: twilioSecretExpiryDays
+  }
+}
+
+// The app's identity: data roles on storage, read secrets, publish telemetry.
+module appRoles 'modules/roles.bicep' = {
+  name: 'app-roles'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+    principalType: 'ServicePrincipal'
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    keyVaultRoleId: roleIds.keyVaultSecretsUser
+    appInsightsName: monitoring.outputs.appInsightsName
+    assignMetricsPublisher: true
+    storageRoleIds: [
+      roleIds.storageBlobDataOwner
+      roleIds.storageQueueDataContributor
+      roleIds.storageTableDataContributor
+    ]
+    metricsPublisherRoleId: roleIds.monitoringMetricsPublisher
+  }
+}
+
+// The developer running azd: run locally against the cloud and set the Twilio secret.
+module developerRoles 'modules/roles.bicep' = if (!empty(principalId)) {
+  name: 'developer-roles'
+  scope: rg
+  params: {
+    principalId: principalId
+    principalType: 'User'
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    keyVaultRoleId: roleIds.keyVaultSecretsOfficer
+    appInsightsName: monitoring.outputs.appInsightsName
+    assignMetricsPublisher: false
+    storageRoleIds: [
+      roleIds.storageBlobDataOwner
+      roleIds.storageQueueDataContributor
+      roleIds.storageTableDataContributor
+    ]
+    metricsPublisherRoleId: roleIds.monitoringMetricsPublisher
+  }
+}
+
+module api 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  scope: rg
+  dependsOn: [
+    appRoles
+  ]
+  params: {
+    name: functionAppName
+    planName: 'plan-${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    blobEndpoint: storage.outputs.blobEndpoint
+    queueEndpoint: storage.outputs.queueEndpoint
+    tableEndpoint: storage.outputs.tableEndpoint
+    deploymentContainerName: deploymentContainerName
+    appInsightsConnectionString: monitoring.outputs.connectionString
+    keyVaultUri: keyVault.outputs.uri
+    pythonVersion: pythonVersion
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    twilioAccountSid: twilioAccountSid
+    twilioFromNumber: twilioFromNumber
+    twilioMessagingServiceSid: twilioMessagingServiceSid
+    twilioApiKeySid: twilioApiKeySid
+    smsQueueName: smsQueueName
+    callQueueName: callQueueName
+    inboundQueueName: inboundQueueName
+    voiceGreeting: voiceGreeting
+    smsAutoReply: smsAutoReply
+    forwardToNumber: forwardToNumber
+    secretCacheSeconds: secretCacheSeconds
+    twilioHttpTimeoutSeconds: twilioHttpTimeoutSeconds
+    zoneRedundant: zoneRedundant
+  }
+}
+
+// azd stores these in .azure/<env>/.env; the webhook URLs are what goes into the Twilio console.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = api.outputs.name
+output AZURE_FUNCTION_APP_HOST string = api.outputs.hostName
+output AZURE_FUNCTION_APP_URL string = 'https://${api.outputs.hostName}'
+output VOICE_WEBHOOK_URL string = 'https://${api.outputs.hostName}/api/voice'
+output SMS_WEBHOOK_URL string = 'https://${api.outputs.hostName}/api/sms'
+output MESSAGE_STATUS_CALLBACK_URL string = 'https://${api.outputs.hostName}/api/status/message'
+output CALL_STATUS_CALLBACK_URL string = 'https://${api.outputs.hostName}/api/status/call'
+output KEY_VAULT_NAME string = keyVault.outputs.name
+output KEY_VAULT_URL string = keyVault.outputs.uri
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = identity.outputs.clientId
