@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 
-from shared import routes
+from shared import routes, sender
 from shared.webhooks import WebhookRequest
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
@@ -56,3 +56,27 @@ def sms(req: func.HttpRequest, inbound: func.Out[str]) -> func.HttpResponse:
 @app.route(route="health", methods=["GET"])
 def health(req: func.HttpRequest) -> func.HttpResponse:
     return _response(routes.health(_request(req)))
+
+
+# ---------------------------------------------------------------- outbound: queue-triggered sends + status callbacks
+QUEUE = {"connection": "AzureWebJobsStorage"}
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%SMS_QUEUE%", **QUEUE)
+def send_sms(msg: func.QueueMessage) -> None:
+    sender.process_sms(msg.get_body(), msg.id or "", msg.dequeue_count or 1)
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%CALL_QUEUE%", **QUEUE)
+def place_call(msg: func.QueueMessage) -> None:
+    sender.process_call(msg.get_body(), msg.id or "", msg.dequeue_count or 1)
+
+
+@app.route(route="status/message", methods=["POST"])
+def status_message(req: func.HttpRequest) -> func.HttpResponse:
+    return _response(routes.status_message(_request(req)))
+
+
+@app.route(route="status/call", methods=["POST"])
+def status_call(req: func.HttpRequest) -> func.HttpResponse:
+    return _response(routes.status_call(_request(req)))

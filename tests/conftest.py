@@ -302,3 +302,77 @@ def secret_clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
     clock = ManualClock()
     monkeypatch.setattr(secrets, "_clock", clock)
     return clock
+
+
+# ---------------------------------------------------------------- Outbound (issue 3): fake Twilio, Prism, queue host
+
+
+def twilio_oai_spec_path() -> Path:
+    """Twilio's OpenAPI spec: ``$TWILIO_OAI_SPEC``, else ``<repo>/../shared/twilio-oai/``, else ``make twilio-spec``'s
+    cache. Tests never download it (CI has the shared copy)."""
+    candidates = [os.environ.get("TWILIO_OAI_SPEC", ""),
+                  str(ROOT.parent / "shared" / "twilio-oai" / "twilio_api_v2010.json"),
+                  str(ROOT / ".cache" / "twilio-oai" / "twilio_api_v2010.json")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    raise FileNotFoundError("Twilio OpenAPI spec not found: set TWILIO_OAI_SPEC or run 'make twilio-spec'")
+
+
+@pytest.fixture
+def twilio_fake(set_env: Callable[..., None]) -> Iterator[Any]:
+    """The Twilio fake on a free loopback port, the app pointed at it (1 s timeout on every request)."""
+    from tests.peers.twilio_fake import start_twilio_fake
+
+    fake = start_twilio_fake(TEST_ACCOUNT_SID, {TEST_ACCOUNT_SID: TEST_AUTH_TOKEN}, slow_seconds=1.5)
+    set_env(TWILIO_API_BASE_URL=fake.base_url, TWILIO_HTTP_TIMEOUT_SECONDS="1")
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def outbound_env(azurite: Any, unique_queues: dict[str, str], twilio_fake: Any) -> Any:
+    """Azurite + fresh queues + the Twilio fake: everything a queue function needs."""
+    return twilio_fake
+
+
+@pytest.fixture(scope="session")
+def prism_peer() -> Iterator[str]:
+    """Stoplight Prism mocking Twilio's spec (``--errors``: requests that break the spec are rejected)."""
+    import subprocess
+
+    from tests.peers.ports import free_port, port_open, wait_until
+
+    port = free_port()
+    binary = ROOT / "node_modules" / ".bin" / "prism"
+    proc = subprocess.Popen([str(binary), "mock", str(twilio_oai_spec_path()), "-h", "127.0.0.1", "-p", str(port),
+                             "--errors"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: port_open(port) or proc.poll() is not None, 60, "Prism to listen")
+        if proc.poll() is not None:
+            raise RuntimeError(f"prism exited with {proc.returncode}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.fixture
+def standin_queues(indexed_functions: dict[str, Any]) -> Iterator[Callable[..., Any]]:
+    """Start the stand-in host's queue half (after the test set its env); stopped at the end."""
+    from tests.standin.queues import StandinQueueHost
+
+    hosts: list[Any] = []
+
+    def start(**options: Any) -> Any:
+        host = StandinQueueHost(list(indexed_functions.values()), **options).start()
+        hosts.append(host)
+        return host
+
+    yield start
+    for host in hosts:
+        host.stop()

@@ -1,0 +1,201 @@
+"""The ``sends`` table: one row per outbound id, the only guard against sending twice.
+
+Twilio's Messages and Calls APIs take no idempotency key, and a queue delivers at least once, so every send is
+claimed here first (insert-if-absent: ``create_entity``; ``ResourceExistsError`` = someone claimed it already)
+and every later change is an etag-guarded MERGE (``IfNotModified``), so two workers holding the same id can never
+both believe they own it.
+
+Row (PartitionKey ``sms`` | ``call``, RowKey = id):
+- ``status``: ``claimed`` (a worker is sending, or crashed while sending), ``retrying`` (the last try observed
+  that Twilio did not get it: safe to send again), ``unknown`` (the last try may have reached Twilio: a timeout),
+  ``sent`` (Twilio accepted it), then Twilio's own status from callbacks (``queued``, ``delivered``, ``completed``…),
+  or ``failed`` / ``rejected`` (dead-lettered with ``last_error``).
+- ``twilio_status``: the latest status Twilio reported (create answer or callback); callbacks only move it forward.
+- ``sid``, ``attempts``, ``last_error``, ``error_code``, ``claimed_at``, ``updated_at``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from . import storage
+
+TABLE = "sends"
+
+# Twilio statuses in the order they can happen; a callback never moves a row backwards (a late "sent" must not
+# overwrite "delivered"). Terminal statuses share the top rank; "read" (WhatsApp) comes after delivery.
+_MESSAGE_ORDER = {"accepted": 1, "scheduled": 1, "queued": 2, "sending": 3, "sent": 4, "delivered": 5,
+                  "undelivered": 5, "failed": 5, "canceled": 5, "partially_delivered": 5, "read": 6}
+_CALL_ORDER = {"queued": 1, "initiated": 2, "ringing": 3, "in-progress": 4, "answered": 4, "completed": 5,
+               "busy": 5, "failed": 5, "no-answer": 5, "canceled": 5}
+
+
+class LedgerConflictError(RuntimeError):
+    """The row changed under us (etag mismatch): re-read and decide again."""
+
+
+class UnknownSendError(LookupError):
+    """No row for this id (a status callback for a send this app never made)."""
+
+    def __init__(self, kind: str, ident: str) -> None:
+        super().__init__(f"no {kind} send with id {ident!r}")
+        self.kind = kind
+        self.ident = ident
+
+
+@dataclass(frozen=True)
+class Row:
+    """A ledger row as read, with the etag needed to change it."""
+
+    kind: str
+    id: str
+    status: str
+    etag: str
+    attempts: int = 0
+    sid: str = ""
+    twilio_status: str = ""
+    last_error: str = ""
+    claimed_at: datetime | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def reached_twilio(self) -> bool:
+        """True once Twilio confirmed it has the message/call (create answer or any callback)."""
+        return bool(self.sid or self.twilio_status)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _row(kind: str, entity: Any) -> Row:
+    claimed_at = entity.get("claimed_at")
+    if isinstance(claimed_at, str):
+        try:
+            claimed_at = datetime.fromisoformat(claimed_at)
+        except ValueError:
+            claimed_at = None
+    return Row(kind=kind, id=entity["RowKey"], status=str(entity.get("status", "")),
+               etag=entity.metadata.get("etag", ""), attempts=int(entity.get("attempts", 0) or 0),
+               sid=str(entity.get("sid", "") or ""), twilio_status=str(entity.get("twilio_status", "") or ""),
+               last_error=str(entity.get("last_error", "") or ""), claimed_at=claimed_at, fields=dict(entity))
+
+
+def get(kind: str, ident: str) -> Row | None:
+    """The row for ``ident``, or None."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        return _row(kind, storage.table(TABLE).get_entity(partition_key=kind, row_key=ident))
+    except ResourceNotFoundError:
+        return None
+
+
+def try_claim(kind: str, ident: str, **extra: Any) -> tuple[bool, Row]:
+    """Insert a ``claimed`` row if none exists. Returns (claimed by us?, the row as it now is)."""
+    from azure.core.exceptions import ResourceExistsError
+
+    now = _now()
+    entity = {"PartitionKey": kind, "RowKey": ident, "status": "claimed", "attempts": 1, "claimed_at": now,
+              "created_at": now, "updated_at": now, **extra}
+    try:
+        meta = storage.table(TABLE).create_entity(entity)
+    except ResourceExistsError:
+        row = get(kind, ident)
+        if row is None:  # deleted in between (only an operator would): try once more
+            return try_claim(kind, ident, **extra)
+        return False, row
+    return True, Row(kind=kind, id=ident, status="claimed", etag=meta.get("etag", ""), attempts=1,
+                     claimed_at=now, fields=entity)
+
+
+def insert_if_absent(kind: str, ident: str, **values: Any) -> Row | None:
+    """Create a row with ``values`` unless one exists; returns the existing row (None when we created it)."""
+    from azure.core.exceptions import ResourceExistsError
+
+    now = _now()
+    try:
+        storage.table(TABLE).create_entity({"PartitionKey": kind, "RowKey": ident, "created_at": now,
+                                            "updated_at": now, **values})
+        return None
+    except ResourceExistsError:
+        return get(kind, ident)
+
+
+def update(row: Row, **values: Any) -> Row:
+    """MERGE ``values`` into ``row`` if it is unchanged since read; else :class:`LedgerConflictError`."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+    from azure.data.tables import UpdateMode
+
+    values = {k: ("" if v is None else v) for k, v in values.items()}
+    values["updated_at"] = _now()
+    entity = {"PartitionKey": row.kind, "RowKey": row.id, **values}
+    try:
+        meta = storage.table(TABLE).update_entity(entity, mode=UpdateMode.MERGE, etag=row.etag,
+                                                  match_condition=MatchConditions.IfNotModified)
+    except (ResourceModifiedError, ResourceNotFoundError) as exc:
+        raise LedgerConflictError(f"{row.kind}/{row.id} changed since read ({type(exc).__name__})") from None
+    merged = {**row.fields, **values}
+    return _row(row.kind, _Entity(merged, meta.get("etag", "")))
+
+
+class _Entity(dict):
+    """Enough of a TableEntity (a dict with ``.metadata``) to rebuild a :class:`Row` after an update."""
+
+    def __init__(self, values: Mapping[str, Any], etag: str) -> None:
+        super().__init__(values)
+        self.metadata = {"etag": etag}
+
+
+def status_rank(kind: str, status: str) -> int:
+    """Where a Twilio status sits in its lifecycle (0 = unknown/our own status)."""
+    return (_MESSAGE_ORDER if kind == "sms" else _CALL_ORDER).get(status.lower(), 0)
+
+
+def record_sent(row: Row, sid: str, twilio_status: str, *, max_tries: int = 8) -> Row:
+    """After Twilio accepted a send: store the SID; status ``sent`` unless a callback already said more."""
+    for _ in range(max_tries):
+        values: dict[str, Any] = {"sid": sid, "last_error": ""}
+        if not row.twilio_status:
+            values["status"] = "sent"
+            values["twilio_status"] = twilio_status
+        elif status_rank(row.kind, twilio_status) > status_rank(row.kind, row.twilio_status):
+            values["twilio_status"] = twilio_status
+        try:
+            return update(row, **values)
+        except LedgerConflictError:
+            fresh = get(row.kind, row.id)
+            if fresh is None:
+                raise
+            row = fresh
+    raise LedgerConflictError(f"{row.kind}/{row.id}: too many concurrent changes")
+
+
+def apply_callback(kind: str, ident: str, twilio_status: str, *, sid: str = "", error_code: str = "",
+                   max_tries: int = 8) -> Row:
+    """Write a status callback into the row, moving forward only. Raises :class:`UnknownSendError`."""
+    twilio_status = twilio_status.strip().lower()
+    for _ in range(max_tries):
+        row = get(kind, ident)
+        if row is None:
+            raise UnknownSendError(kind, ident)
+        if row.status == "rejected":
+            return row  # never sent: nothing Twilio says can be about it
+        newer = status_rank(kind, twilio_status) > status_rank(kind, row.twilio_status) or not row.twilio_status
+        values: dict[str, Any] = {}
+        if sid and not row.sid:
+            values["sid"] = sid
+        if newer and twilio_status:
+            values.update(status=twilio_status, twilio_status=twilio_status)
+            if error_code:
+                values["error_code"] = error_code
+        if not values:
+            return row
+        try:
+            return update(row, **values)
+        except LedgerConflictError:
+            continue
+    raise LedgerConflictError(f"{kind}/{ident}: too many concurrent changes")

@@ -1,0 +1,329 @@
+"""The outbound queue message schema: parse, validate, encode (DESIGN, "Queue functions").
+
+Why a module of its own: the queue functions and the enqueue CLI must agree on exactly one definition of a valid
+message, so a producer learns about a bad message at enqueue time and the function never sends one. Nothing here
+touches the network or an SDK; every rejection is an :class:`InvalidMessageError` naming the field and the rule
+(``"to: not an E.164 number"``, ``"body: 1700 chars > 1600"``), which is what ends up in the poison queue.
+
+Wire format: a UTF-8 JSON object, either raw or base64-encoded (host.json has ``messageEncoding: none`` so any
+producer works; producers that base64 by habit still work). Unknown fields are rejected so a typo (``"boddy"``)
+is not silently dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal, Mapping
+from urllib.parse import urlsplit
+
+Kind = Literal["sms", "call"]
+KINDS: tuple[Kind, ...] = ("sms", "call")
+
+MAX_MESSAGE_BYTES = 64 * 1024          # a Storage queue message can hold no more
+MAX_BODY_CHARS = 1600                  # Twilio's limit for one (concatenated) SMS body
+MAX_MEDIA_URLS = 10                    # Twilio's limit per MMS
+MAX_TWIML_CHARS = 4000                 # Twilio's limit for the Twiml parameter
+MAX_URL_CHARS = 2048
+MIN_TIMEOUT, MAX_TIMEOUT = 5, 600
+
+E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MESSAGING_SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
+LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$")
+VOICE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+COMMON_FIELDS = frozenset({"id", "to", "from", "send_at"})
+SMS_FIELDS = COMMON_FIELDS | {"body", "media_urls", "messaging_service_sid"}
+CALL_FIELDS = COMMON_FIELDS | {"say", "twiml", "url", "voice", "language", "timeout", "machine_detection"}
+CALL_CONTENT = ("say", "twiml", "url")
+
+
+class InvalidMessageError(ValueError):
+    """A queue message that can never be sent as it is; ``field`` and ``rule`` say what is wrong."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+    @property
+    def reason(self) -> str:
+        return f"{self.field}: {self.rule}"
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """Fields every outbound message has. ``from_`` is None when the app's default sender applies."""
+
+    id: str
+    to: str
+    from_: str | None
+    send_at: datetime | None
+
+    kind: Kind = "sms"
+
+
+@dataclass(frozen=True)
+class SmsMessage(OutboundMessage):
+    body: str | None = None
+    media_urls: tuple[str, ...] = ()
+    messaging_service_sid: str | None = None
+    kind: Kind = "sms"
+
+
+@dataclass(frozen=True)
+class CallMessage(OutboundMessage):
+    say: str | None = None
+    twiml: str | None = None
+    url: str | None = None
+    voice: str | None = None
+    language: str | None = None
+    timeout: int | None = None
+    machine_detection: bool = False
+    kind: Kind = "call"
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A queue message body turned into a JSON object, and how it arrived (to re-encode it the same way)."""
+
+    document: dict[str, Any]
+    was_base64: bool
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def decode(raw: bytes | str) -> Decoded:
+    """Queue body (raw JSON or base64 of JSON) → JSON object, or :class:`InvalidMessageError` (field ``message``)."""
+    data = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+    if not data.strip():
+        raise InvalidMessageError("message", "empty")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise InvalidMessageError("message", f"{len(data)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidMessageError("message", f"not valid UTF-8 (byte {exc.start})") from None
+    text = text.strip().lstrip("\ufeff")
+    was_base64 = False
+    if not text.startswith("{"):
+        try:
+            inner = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidMessageError("message", "neither a JSON object nor base64-encoded JSON") from None
+        try:
+            text = inner.decode("utf-8").strip().lstrip("\ufeff")
+        except UnicodeDecodeError as exc:
+            raise InvalidMessageError("message", f"base64 content is not valid UTF-8 (byte {exc.start})") from None
+        was_base64 = True
+        if not text.startswith("{"):
+            raise InvalidMessageError("message", "base64 content is not a JSON object")
+    try:
+        document = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        detail = f"{exc.msg} at char {exc.pos}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise InvalidMessageError("message", f"not valid JSON ({detail})") from None
+    except RecursionError:
+        raise InvalidMessageError("message", "JSON nested too deeply") from None
+    if not isinstance(document, dict):
+        raise InvalidMessageError("message", "must be a JSON object")
+    return Decoded(document, was_base64)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def encode(document: Mapping[str, Any], *, as_base64: bool = False) -> str:
+    """A message document as queue text (compact JSON, optionally base64-encoded)."""
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    return base64.b64encode(text.encode("utf-8")).decode("ascii") if as_base64 else text
+
+
+# ---------------------------------------------------------------- validation
+
+
+def parse(kind: Kind, raw: bytes | str, default_id: str) -> tuple[OutboundMessage, Decoded]:
+    """Decode and validate a queue body; ``default_id`` (the queue message id) applies when ``id`` is absent."""
+    decoded = decode(raw)
+    return validate(kind, decoded.document, default_id), decoded
+
+
+def validate(kind: Kind, doc: Mapping[str, Any], default_id: str | None = None) -> OutboundMessage:
+    """Check ``doc`` against the schema for ``kind`` and return the typed message."""
+    if kind not in KINDS:
+        raise InvalidMessageError("kind", f"{kind!r} is not one of {', '.join(KINDS)}")
+    allowed = SMS_FIELDS if kind == "sms" else CALL_FIELDS
+    unknown = sorted(str(k) for k in doc if k not in allowed)
+    if unknown:
+        raise InvalidMessageError(unknown[0], f"unknown field (allowed for {kind}: {', '.join(sorted(allowed))})")
+    ident = doc.get("id", default_id)
+    if ident is None:
+        raise InvalidMessageError("id", "required (no queue message id to default to)")
+    ident = _string(doc, "id", ident)
+    if not ID_PATTERN.match(ident):
+        raise InvalidMessageError("id", "must be 1-128 of [A-Za-z0-9._:-]")
+    to = _e164(doc, "to", required=True)
+    assert to is not None
+    from_ = _e164(doc, "from", required=False)
+    send_at = _send_at(doc)
+    if kind == "sms":
+        return _validate_sms(doc, ident, to, from_, send_at)
+    return _validate_call(doc, ident, to, from_, send_at)
+
+
+def _validate_sms(doc: Mapping[str, Any], ident: str, to: str, from_: str | None,
+                  send_at: datetime | None) -> SmsMessage:
+    body = _optional_string(doc, "body")
+    if body is not None and len(body) > MAX_BODY_CHARS:
+        raise InvalidMessageError("body", f"{len(body)} chars > {MAX_BODY_CHARS}")
+    media = doc.get("media_urls")
+    media_urls: tuple[str, ...] = ()
+    if media is not None:
+        if not isinstance(media, list):
+            raise InvalidMessageError("media_urls", "must be a list of https URLs")
+        if len(media) > MAX_MEDIA_URLS:
+            raise InvalidMessageError("media_urls", f"{len(media)} URLs > {MAX_MEDIA_URLS}")
+        media_urls = tuple(_https_url(f"media_urls[{i}]", u) for i, u in enumerate(media))
+    if not body and not media_urls:
+        raise InvalidMessageError("body", "body or media_urls is required")
+    service = _optional_string(doc, "messaging_service_sid")
+    if service is not None and not MESSAGING_SERVICE_SID.match(service):
+        raise InvalidMessageError("messaging_service_sid", "must be MG followed by 32 hex digits")
+    if service is not None and from_ is not None:
+        raise InvalidMessageError("from", "give from or messaging_service_sid, not both")
+    return SmsMessage(id=ident, to=to, from_=from_, send_at=send_at, body=body or None, media_urls=media_urls,
+                      messaging_service_sid=service)
+
+
+def _validate_call(doc: Mapping[str, Any], ident: str, to: str, from_: str | None,
+                   send_at: datetime | None) -> CallMessage:
+    given = [name for name in CALL_CONTENT if doc.get(name) is not None]
+    if len(given) != 1:
+        got = ", ".join(given) if given else "none"
+        raise InvalidMessageError(given[0] if given else "say", f"exactly one of say, twiml, url (got {got})")
+    say = _optional_string(doc, "say")
+    if say is not None and (not say.strip() or len(say) > MAX_TWIML_CHARS):
+        raise InvalidMessageError("say", f"must be 1-{MAX_TWIML_CHARS} chars of text")
+    twiml = _optional_string(doc, "twiml")
+    if twiml is not None:
+        if len(twiml) > MAX_TWIML_CHARS:
+            raise InvalidMessageError("twiml", f"{len(twiml)} chars > {MAX_TWIML_CHARS}")
+        _check_twiml(twiml)
+    url = doc.get("url")
+    url = _https_url("url", url) if url is not None else None
+    voice = _optional_string(doc, "voice")
+    if voice is not None and not VOICE.match(voice):
+        raise InvalidMessageError("voice", "must be a voice name such as alice or Polly.Joanna")
+    language = _optional_string(doc, "language")
+    if language is not None and not LANGUAGE.match(language):
+        raise InvalidMessageError("language", "must be a language tag such as en-US")
+    if (voice or language) and say is None:
+        raise InvalidMessageError("voice" if voice else "language", "only applies with say")
+    timeout = doc.get("timeout")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int):
+            raise InvalidMessageError("timeout", "must be an integer number of seconds")
+        if not MIN_TIMEOUT <= timeout <= MAX_TIMEOUT:
+            raise InvalidMessageError("timeout", f"{timeout} s is outside {MIN_TIMEOUT}-{MAX_TIMEOUT} s")
+    detection = doc.get("machine_detection", False)
+    if not isinstance(detection, bool):
+        raise InvalidMessageError("machine_detection", "must be true or false")
+    message = CallMessage(id=ident, to=to, from_=from_, send_at=send_at, say=say, twiml=twiml, url=url,
+                          voice=voice, language=language, timeout=timeout, machine_detection=detection)
+    if say is not None and len(say_twiml(message)) > MAX_TWIML_CHARS:
+        raise InvalidMessageError("say", f"TwiML built from it is over {MAX_TWIML_CHARS} chars")
+    return message
+
+
+def say_twiml(message: CallMessage) -> str:
+    """``<Response><Say voice=… language=…>text</Say></Response>`` built with twilio's VoiceResponse."""
+    from twilio.twiml.voice_response import VoiceResponse
+
+    response = VoiceResponse()
+    attrs = {k: v for k, v in (("voice", message.voice), ("language", message.language)) if v}
+    response.say(message.say, **attrs)
+    return str(response.to_xml(xml_declaration=False))
+
+
+def _check_twiml(twiml: str) -> None:
+    if "<!DOCTYPE" in twiml.upper() or "<!ENTITY" in twiml.upper():
+        raise InvalidMessageError("twiml", "must not declare a DOCTYPE or entities")
+    try:
+        root = ET.fromstring(twiml)
+    except ET.ParseError as exc:
+        raise InvalidMessageError("twiml", f"not well-formed XML ({exc})") from None
+    if root.tag != "Response":
+        raise InvalidMessageError("twiml", f"root element must be <Response>, not <{root.tag}>")
+
+
+def _string(doc: Mapping[str, Any], name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidMessageError(name, f"must be a string, not {_json_type(value)}")
+    return value
+
+
+def _optional_string(doc: Mapping[str, Any], name: str) -> str | None:
+    value = doc.get(name)
+    return None if value is None else _string(doc, name, value)
+
+
+def _e164(doc: Mapping[str, Any], name: str, *, required: bool) -> str | None:
+    value = doc.get(name)
+    if value is None:
+        if required:
+            raise InvalidMessageError(name, "required")
+        return None
+    value = _string(doc, name, value)
+    if not E164.match(value):
+        raise InvalidMessageError(name, "not an E.164 number")
+    return value
+
+
+def _https_url(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidMessageError(name, f"must be a string, not {_json_type(value)}")
+    if len(value) > MAX_URL_CHARS:
+        raise InvalidMessageError(name, f"URL of {len(value)} chars > {MAX_URL_CHARS}")
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise InvalidMessageError(name, "not an https URL") from None
+    if parts.scheme != "https" or not parts.hostname or any(c.isspace() for c in value):
+        raise InvalidMessageError(name, "not an https URL")
+    return value
+
+
+def _send_at(doc: Mapping[str, Any]) -> datetime | None:
+    value = doc.get("send_at")
+    if value is None:
+        return None
+    value = _string(doc, "send_at", value)
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidMessageError("send_at", "not an ISO-8601 time") from None
+    if when.tzinfo is None or when.utcoffset() != timezone.utc.utcoffset(None):
+        raise InvalidMessageError("send_at", "must be UTC (end with Z or +00:00)")
+    return when.astimezone(timezone.utc)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

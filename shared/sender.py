@@ -1,0 +1,362 @@
+"""Process one outbound queue message: send it exactly once, or dead-letter it with the reason.
+
+Order of work, and why:
+1. Parse + validate (``shared.outbound``). Invalid → dead-letter now; retrying cannot fix it.
+2. ``send_at`` in the future → put the message back on its queue, invisible until then (≤ 7 days a hop, the
+   Storage maximum), and acknowledge. The ``id`` is written into the requeued copy so the ledger key stays the
+   same even though the queue message id changes.
+3. Opt-out check and credentials *before* claiming, so a failure there leaves no claim behind (a claim with no
+   outcome would later look like a crash mid-send).
+4. Claim the id in the ledger (insert-if-absent). An existing row decides instead of us:
+   - Twilio has it (``sid`` or a Twilio status) → duplicate delivery: acknowledged, not sent again.
+   - ``failed`` / ``rejected`` → it was dead-lettered already: acknowledged.
+   - ``retrying`` → the last try *observed* that Twilio did not get it (refused connection, 429, 5xx answer,
+     secret unavailable): take the claim over (etag-guarded) and send.
+   - ``claimed`` younger than the lease → another delivery of the same id is sending right now: retry later.
+   - ``claimed`` older than the lease, or ``unknown`` → a previous try may have reached Twilio but left no result
+     (crash mid-send, or a timeout) → dead-lettered as **ambiguous**, never sent again.
+5. Send; record the outcome (etag-guarded).
+
+Timeouts: a read timeout (or a connection dropped after the request was written) may mean Twilio created the
+message and we never heard. We record ``unknown`` and raise, as the design asks for transient errors; the retry
+then finds ``unknown`` and dead-letters it as ambiguous instead of sending again. So a timed-out send is never
+repeated automatically: a duplicate SMS/call to a person is worse than a missing one, which an operator can
+resend from the poison queue. If Twilio did get it, its status callback (``?id=``) later fills in the SID and
+status, which tells the operator it went out. A *connect* timeout or refusal never reached Twilio and is retried.
+
+Transient failures raise :class:`RetryLaterError`, so the host retries after ``visibilityTimeout``; on the last
+allowed try (``dequeue_count >= maxDequeueCount`` from host.json) the message is dead-lettered with its reason
+instead. Dead-letter = ``<queue>-poison`` gets ``{"error": {...}, "message": <the text as received>}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from . import ledger, optouts, outbound, secrets, storage, twilio_api
+from .config import MissingSettingError, Settings, get_settings
+from .hostjson import queue_settings
+from .outbound import CallMessage, InvalidMessageError, Kind, OutboundMessage, SmsMessage
+from .redact import mask_number
+
+log = logging.getLogger("switchboard.outbound")
+
+MAX_HOP_SECONDS = 7 * 24 * 3600 - 60      # Storage's visibility timeout maximum is 7 days
+SEND_AT_SLACK = timedelta(seconds=1)       # arriving this close to send_at counts as on time
+CLAIM_LEASE_MARGIN_SECONDS = 30.0          # + 2 Twilio timeouts: how long a claim may be in flight
+MAX_POISON_CHARS = 60 * 1024               # a queue message holds 64 KiB
+
+
+class RetryLaterError(RuntimeError):
+    """A transient failure: raise it out of the function so the queue delivers the message again."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one queue message (returned for tests and benchmarks; the function ignores it)."""
+
+    kind: Kind
+    id: str
+    result: str            # sent | duplicate | deferred | dead_lettered
+    sid: str = ""
+    reason: str = ""
+    code: str = ""
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    kind: Kind
+    body: bytes
+    queue_message_id: str
+    dequeue_count: int
+    queue_name: str
+
+    @property
+    def last_try(self) -> bool:
+        return self.dequeue_count >= queue_settings().max_dequeue_count
+
+
+def queue_name_for(kind: Kind, settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    return settings.sms_queue if kind == "sms" else settings.call_queue
+
+
+def process_sms(body: bytes | str, queue_message_id: str, dequeue_count: int = 1) -> Outcome:
+    """Process one message of the SMS queue (what the queue function calls)."""
+    return process("sms", body, queue_message_id, dequeue_count)
+
+
+def process_call(body: bytes | str, queue_message_id: str, dequeue_count: int = 1) -> Outcome:
+    """Process one message of the call queue (what the queue function calls)."""
+    return process("call", body, queue_message_id, dequeue_count)
+
+
+def process(kind: Kind, body: bytes | str, queue_message_id: str, dequeue_count: int = 1) -> Outcome:
+    """Send, defer, acknowledge as duplicate, or dead-letter one queue message; raise RetryLaterError to retry."""
+    raw = body.encode("utf-8") if isinstance(body, str) else bytes(body or b"")
+    delivery = _Delivery(kind, raw, str(queue_message_id or ""), int(dequeue_count or 1),
+                         queue_name_for(kind))
+    try:
+        return _process(delivery)
+    except RetryLaterError as exc:
+        if delivery.last_try:
+            return _dead_letter(delivery, _guess_id(delivery), "retries_exhausted",
+                                f"gave up after {delivery.dequeue_count} tries: {exc.reason}")
+        raise
+    except (secrets.SecretUnavailableError, MissingSettingError) as exc:
+        reason = f"not configured: {exc}"
+        if delivery.last_try:
+            return _dead_letter(delivery, _guess_id(delivery), "retries_exhausted", reason)
+        log.error("outbound %s id=%s retry: %s", kind, _guess_id(delivery), reason)
+        raise RetryLaterError(reason) from None
+    except Exception as exc:  # noqa: BLE001 - storage or other dependency errors are transient
+        if not _is_storage_error(exc):
+            raise
+        reason = f"storage unavailable: {type(exc).__name__}"
+        if delivery.last_try:
+            return _dead_letter(delivery, _guess_id(delivery), "retries_exhausted", reason)
+        log.warning("outbound %s id=%s retry: %s", kind, _guess_id(delivery), reason)
+        raise RetryLaterError(reason) from exc
+
+
+def _process(d: _Delivery) -> Outcome:
+    settings = get_settings()
+    try:
+        message, decoded = outbound.parse(d.kind, d.body, d.queue_message_id)
+        sender = _sender(message, settings)
+    except InvalidMessageError as exc:
+        ident = _guess_id(d)
+        _ledger_note(d.kind, ident, "rejected", exc.reason)
+        return _dead_letter(d, ident, "invalid_message", exc.reason, field=exc.field)
+    if message.send_at is not None and message.send_at > _now() + SEND_AT_SLACK:
+        return _defer(d, message, decoded)
+    return _send(d, message, sender)
+
+
+def _sender(message: OutboundMessage, settings: Settings) -> tuple[str | None, str | None]:
+    """(from number, messaging service SID): the message's own, else TWILIO_FROM_NUMBER, else the service."""
+    if message.from_:
+        return message.from_, None
+    if isinstance(message, SmsMessage) and message.messaging_service_sid:
+        return None, message.messaging_service_sid
+    if settings.from_number:
+        return settings.from_number, None
+    if isinstance(message, SmsMessage) and settings.messaging_service_sid:
+        return None, settings.messaging_service_sid
+    extra = " or TWILIO_MESSAGING_SERVICE_SID" if isinstance(message, SmsMessage) else ""
+    raise InvalidMessageError("from", f"no sender: the message has none and TWILIO_FROM_NUMBER{extra} is not set")
+
+
+def _defer(d: _Delivery, message: OutboundMessage, decoded: outbound.Decoded) -> Outcome:
+    assert message.send_at is not None
+    wait = (message.send_at - _now()).total_seconds()
+    hop = max(1, min(MAX_HOP_SECONDS, math.ceil(wait)))
+    document = dict(decoded.document)
+    document.setdefault("id", message.id)
+    text = outbound.encode(document, as_base64=decoded.was_base64)
+    storage.queue(d.queue_name).send_message(text, visibility_timeout=hop, time_to_live=-1)
+    _log(d.kind, message.id, message.to, "deferred", f"until {message.send_at.isoformat()} (hop {hop} s)")
+    return Outcome(d.kind, message.id, "deferred", reason=f"requeued for {hop} s")
+
+
+def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str | None]) -> Outcome:
+    if optouts.is_opted_out(message.to):
+        existing = ledger.insert_if_absent(d.kind, message.id, status="rejected", attempts=0,
+                                           last_error="recipient opted out", to=mask_number(message.to))
+        if existing is not None and existing.reached_twilio:
+            return _duplicate(d, message, existing)
+        return _dead_letter(d, message.id, "opted_out", "recipient opted out (STOP)", to=message.to)
+    twilio_api.get_client()  # credentials must be readable before we claim (else: retry, nothing claimed)
+
+    claimed, row = ledger.try_claim(d.kind, message.id, to=mask_number(message.to))
+    if not claimed:
+        decision = _existing_claim(d, message, row)
+        if isinstance(decision, Outcome):
+            return decision
+        row = decision
+
+    try:
+        if isinstance(message, SmsMessage):
+            from_, service = sender
+            result = twilio_api.send_sms(message, from_=from_, messaging_service_sid=service)
+        else:
+            assert isinstance(message, CallMessage) and sender[0]
+            result = twilio_api.place_call(message, from_=sender[0])
+    except twilio_api.PermanentTwilioError as exc:
+        _safe_update(row, status="failed", last_error=exc.reason, error_code=str(exc.code or ""))
+        return _dead_letter(d, message.id, "twilio_rejected", exc.reason, to=message.to,
+                            twilio_code=exc.code, http_status=exc.http_status)
+    except twilio_api.TransientTwilioError as exc:
+        return _transient(d, message, row, exc.reason, maybe_sent=exc.maybe_sent)
+    except secrets.SecretUnavailableError as exc:
+        return _transient(d, message, row, f"secret unavailable: {exc.reason}", maybe_sent=False)
+    except Exception as exc:  # noqa: BLE001 - we cannot tell whether Twilio got it: never send it again
+        _safe_update(row, status="unknown", last_error=f"unexpected {type(exc).__name__} while sending")
+        raise
+
+    try:
+        ledger.record_sent(row, result.sid, result.status)
+    except Exception as exc:  # noqa: BLE001 - it *was* sent: acknowledge; the status callback fills the row in
+        log.error("outbound %s id=%s sent as %s but the ledger was not updated: %s", d.kind, message.id,
+                  result.sid, type(exc).__name__)
+    _log(d.kind, message.id, message.to, "sent", result.sid)
+    return Outcome(d.kind, message.id, "sent", sid=result.sid)
+
+
+def _existing_claim(d: _Delivery, message: OutboundMessage, row: ledger.Row) -> ledger.Row | Outcome:
+    """Decide what an existing ledger row means for this delivery (see the module docstring, step 4)."""
+    if row.reached_twilio or row.status == "sent":
+        return _duplicate(d, message, row)
+    if row.status in ("failed", "rejected"):
+        _log(d.kind, message.id, message.to, "duplicate", f"already dead-lettered ({row.last_error})")
+        return Outcome(d.kind, message.id, "duplicate", reason=f"already {row.status}: {row.last_error}")
+    if row.status == "retrying":
+        try:
+            return ledger.update(row, status="claimed", attempts=row.attempts + 1, claimed_at=_now())
+        except ledger.LedgerConflictError:
+            raise RetryLaterError("another delivery of this id took the claim") from None
+    if row.status == "claimed" and _lease_active(row):
+        if d.last_try:
+            # Not ours to settle: the other delivery records the outcome. Keep this copy's trace in poison.
+            return _dead_letter(d, message.id, "duplicate_in_flight",
+                                "another delivery of this id was sending it on this copy's last try",
+                                to=message.to, update_ledger=False)
+        raise RetryLaterError("another delivery of this id is sending it now")
+    reason = "ambiguous: a previous try may have reached Twilio but left no result"
+    if row.last_error:
+        reason += f" ({row.last_error})"
+    return _dead_letter(d, message.id, "ambiguous", reason, to=message.to, row=row)
+
+
+def _lease_active(row: ledger.Row) -> bool:
+    if row.claimed_at is None:
+        return False
+    lease = 2 * get_settings().twilio_http_timeout + CLAIM_LEASE_MARGIN_SECONDS
+    return _now() - row.claimed_at < timedelta(seconds=lease)
+
+
+def _duplicate(d: _Delivery, message: OutboundMessage, row: ledger.Row) -> Outcome:
+    _log(d.kind, message.id, message.to, "duplicate", f"already sent as {row.sid or row.twilio_status}")
+    return Outcome(d.kind, message.id, "duplicate", sid=row.sid)
+
+
+def _transient(d: _Delivery, message: OutboundMessage, row: ledger.Row, reason: str, *,
+               maybe_sent: bool) -> Outcome:
+    status = "unknown" if maybe_sent else "retrying"
+    updated = _safe_update(row, status=status, last_error=reason)
+    if d.last_try:
+        code = "ambiguous" if maybe_sent else "retries_exhausted"
+        text = (f"ambiguous: {reason}" if maybe_sent else f"gave up after {d.dequeue_count} tries: {reason}")
+        return _dead_letter(d, message.id, code, text, to=message.to, row=updated or row)
+    log.warning("outbound %s id=%s to=%s retry (%s): %s", d.kind, message.id, mask_number(message.to), status,
+                reason)
+    raise RetryLaterError(reason)
+
+
+def _safe_update(row: ledger.Row, **values: Any) -> ledger.Row | None:
+    """Record an outcome; a conflict or storage error is logged, not raised (the outcome itself stands)."""
+    try:
+        return ledger.update(row, **values)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("ledger %s/%s not updated to %s: %s", row.kind, row.id, values.get("status"), exc)
+        return None
+
+
+def _ledger_note(kind: Kind, ident: str, status: str, reason: str) -> None:
+    """Best-effort row for a message that never got a claim (invalid): the poison entry is the record."""
+    try:
+        ledger.insert_if_absent(kind, ident, status=status, attempts=0, last_error=reason[:1000])
+    except Exception as exc:  # noqa: BLE001
+        log.warning("ledger %s/%s: could not note %s: %s", kind, ident, status, type(exc).__name__)
+
+
+# ---------------------------------------------------------------- dead letters
+
+
+def poison_queue_name(queue_name: str) -> str:
+    return f"{queue_name}-poison"
+
+
+def poison_document(d: _Delivery, ident: str, code: str, reason: str, **extra: Any) -> dict[str, Any]:
+    """``{"error": {...}, "message": <text as received>}``; undecodable bytes go in as base64 with a flag."""
+    error: dict[str, Any] = {"code": code, "reason": reason, "id": ident, "kind": d.kind, "queue": d.queue_name,
+                             "queue_message_id": d.queue_message_id, "dequeue_count": d.dequeue_count,
+                             "at": _now().isoformat()}
+    error.update({k: v for k, v in extra.items() if v is not None})
+    document: dict[str, Any] = {"error": error}
+    try:
+        document["message"] = d.body.decode("utf-8")
+    except UnicodeDecodeError:
+        document["message"] = base64.b64encode(d.body).decode("ascii")
+        document["message_base64"] = True
+    if len(json.dumps(document)) > MAX_POISON_CHARS:
+        # Keep the poison message storable: a prefix, the size and a hash identify the original.
+        document["message_bytes"] = len(d.body)
+        document["message_sha256"] = hashlib.sha256(d.body).hexdigest()
+        document["message_truncated"] = True
+        document["message"] = document["message"][:4096]
+    return document
+
+
+def _dead_letter(d: _Delivery, ident: str, code: str, reason: str, *, to: str | None = None,
+                 row: ledger.Row | None = None, update_ledger: bool = True, **extra: Any) -> Outcome:
+    document = poison_document(d, ident, code, reason, **extra)
+    storage.queue(poison_queue_name(d.queue_name)).send_message(json.dumps(document, ensure_ascii=False),
+                                                                time_to_live=-1)
+    if update_ledger and row is not None:
+        _safe_update(row, status="failed", last_error=reason[:1000])
+    _log(d.kind, ident, to if to is not None else _guess_to(d), "dead_lettered", f"{code}: {reason}")
+    return Outcome(d.kind, ident, "dead_lettered", reason=reason, code=code)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _log(kind: str, ident: str, to: str | None, outcome: str, detail: str) -> None:
+    level = logging.WARNING if outcome == "dead_lettered" else logging.INFO
+    log.log(level, "outbound %s id=%s to=%s outcome=%s %s", kind, ident, mask_number(to), outcome, detail)
+
+
+def _decoded_document(d: _Delivery) -> dict[str, Any] | None:
+    try:
+        return outbound.decode(d.body).document
+    except InvalidMessageError:
+        return None
+
+
+def _guess_id(d: _Delivery) -> str:
+    """The id the message claims if it is a valid one, else the queue message id (for logs and poison)."""
+    document = _decoded_document(d)
+    ident = document.get("id") if document else None
+    if isinstance(ident, str) and outbound.ID_PATTERN.match(ident):
+        return ident
+    return d.queue_message_id or "unknown"
+
+
+def _guess_to(d: _Delivery) -> str | None:
+    document = _decoded_document(d)
+    to = document.get("to") if document else None
+    return to if isinstance(to, str) else None
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    try:
+        from azure.core.exceptions import AzureError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, AzureError)

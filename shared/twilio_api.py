@@ -1,0 +1,275 @@
+"""Twilio REST: one client per process, send an SMS, place a call, and classify what went wrong.
+
+Why this shape:
+- One ``twilio.rest.Client`` per worker process keeps one pooled HTTP session (TLS handshakes are the slow part
+  of a send). It is built lazily on the first send, so importing the function app stays light.
+- The SDK's default HTTP timeout is *none*; every request here carries ``TWILIO_HTTP_TIMEOUT_SECONDS``.
+- No automatic HTTP retries: Twilio's Messages and Calls APIs have no idempotency key, so a retried POST may
+  send twice. Retrying is the queue's job, guarded by the ledger (``shared.sender``).
+- Credentials are read through ``shared.secrets.get_secret`` on every send (it is cached there); the client's
+  credentials are swapped only when the value changed, so a rotated token is picked up without a restart.
+  A 401 / 20003 refreshes the secret once (rate-limited) and retries once: a 401 proves nothing was created.
+
+Error classes say what the caller may do next:
+- :class:`PermanentTwilioError` — Twilio refused the request for good (4xx such as 21211 invalid number,
+  21610 unsubscribed recipient); do not retry.  :class:`AuthFailedError` is one, after the refresh.
+- :class:`TransientTwilioError` — try again later; ``maybe_sent`` says whether the request may have reached
+  Twilio and created the message/call anyway (read timeout, connection dropped after sending). ``False`` means we
+  observed that it did not (connection refused, 429, 5xx answer) so a retry cannot duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import secrets
+from .config import get_settings
+from .outbound import CallMessage, SmsMessage, say_twiml
+
+log = logging.getLogger("switchboard.twilio")
+
+STATUS_CALLBACK_EVENTS = ["initiated", "ringing", "answered", "completed"]
+# A 401 re-reads the secret at most this often (a wrong token must not hammer the vault).
+AUTH_REFRESH_SECONDS = 30.0
+AUTH_ERROR_CODES = {20003}
+RATE_LIMIT_CODES = {20429}
+
+
+class TwilioSendError(Exception):
+    """A send did not succeed; ``reason`` is safe to log and to store (never holds a credential)."""
+
+    def __init__(self, reason: str, *, http_status: int | None = None, code: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.http_status = http_status
+        self.code = code
+
+
+class PermanentTwilioError(TwilioSendError):
+    """Twilio refused the request; sending it again would fail the same way."""
+
+
+class AuthFailedError(PermanentTwilioError):
+    """Twilio rejected our credentials (401 / 20003) even after re-reading the secret."""
+
+
+class TransientTwilioError(TwilioSendError):
+    """Worth retrying later. ``maybe_sent`` is True when Twilio may have acted on the request anyway."""
+
+    def __init__(self, reason: str, *, maybe_sent: bool, http_status: int | None = None,
+                 code: int | None = None) -> None:
+        super().__init__(reason, http_status=http_status, code=code)
+        self.maybe_sent = maybe_sent
+
+
+@dataclass(frozen=True)
+class SendResult:
+    sid: str
+    status: str
+
+
+# ---------------------------------------------------------------- the client
+
+
+_lock = threading.Lock()
+_client: Any = None
+_credentials: tuple[str, str] | None = None
+
+
+def _make_http_client(timeout: float) -> Any:
+    from requests.adapters import HTTPAdapter
+    from twilio.http.http_client import TwilioHttpClient
+
+    class TimeoutHttpClient(TwilioHttpClient):
+        """TwilioHttpClient that always sends a timeout and never retries a POST by itself."""
+
+        def request(self, method: str, url: str, params: Any = None, data: Any = None, headers: Any = None,
+                    auth: Any = None, timeout: float | None = None, allow_redirects: bool = False) -> Any:
+            return super().request(method, url, params=params, data=data, headers=headers, auth=auth,
+                                   timeout=timeout or self.timeout, allow_redirects=allow_redirects)
+
+    # The SDK logs ~10 INFO lines per request (never the body or auth); keep them out unless asked for.
+    http_log = logging.getLogger("switchboard.twilio.http")
+    if http_log.level == logging.NOTSET:
+        http_log.setLevel(logging.WARNING)
+    http = TimeoutHttpClient(pool_connections=True, timeout=timeout, logger=http_log)
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
+    http.session.mount("https://", adapter)
+    http.session.mount("http://", adapter)
+    return http
+
+
+def _current_credentials() -> tuple[str, str, str]:
+    """(username, password, account_sid): API key + its secret when TWILIO_API_KEY_SID is set, else the token."""
+    settings = get_settings()
+    account_sid = settings.require("TWILIO_ACCOUNT_SID")
+    if settings.api_key_sid:
+        return settings.api_key_sid, secrets.get_secret(secrets.API_KEY_SECRET), account_sid
+    return account_sid, secrets.get_secret(secrets.AUTH_TOKEN), account_sid
+
+
+def _secret_name() -> str:
+    return secrets.API_KEY_SECRET if get_settings().api_key_sid else secrets.AUTH_TOKEN
+
+
+def get_client() -> Any:
+    """The process's Twilio client with current credentials (raises ``SecretUnavailableError`` when unreadable)."""
+    global _client, _credentials
+    username, password, account_sid = _current_credentials()
+    with _lock:
+        if _client is None:
+            from twilio.rest import Client
+
+            settings = get_settings()
+            client = Client(username, password, account_sid=account_sid, environment={},
+                            http_client=_make_http_client(settings.twilio_http_timeout))
+            client.api.base_url = settings.twilio_api_base_url
+            _client = client
+            _credentials = (username, password)
+        elif _credentials != (username, password):
+            _client.username, _client.password = username, password
+            _client.auth = (username, password)
+            _credentials = (username, password)
+            log.info("twilio credentials changed; client updated")
+        return _client
+
+
+def reset_client() -> None:
+    """Forget the client (tests change settings between cases)."""
+    global _client, _credentials
+    with _lock:
+        if _client is not None and getattr(_client.http_client, "session", None) is not None:
+            _client.http_client.session.close()
+        _client = None
+        _credentials = None
+
+
+# ---------------------------------------------------------------- sending
+
+
+def status_callback_url(kind: str, ident: str) -> str:
+    """``PUBLIC_BASE_URL/api/status/message?id=…`` (or ``/call``), the id URL-encoded."""
+    from urllib.parse import quote
+
+    base = get_settings().require("PUBLIC_BASE_URL")
+    path = "message" if kind == "sms" else "call"
+    return f"{base}/api/status/{path}?id={quote(ident, safe='')}"
+
+
+def send_sms(message: SmsMessage, *, from_: str | None, messaging_service_sid: str | None) -> SendResult:
+    """Create the Message; exactly one of ``from_`` / ``messaging_service_sid`` names the sender."""
+    kwargs: dict[str, Any] = {"to": message.to, "status_callback": status_callback_url("sms", message.id)}
+    if message.body:
+        kwargs["body"] = message.body
+    if message.media_urls:
+        kwargs["media_url"] = list(message.media_urls)
+    if from_:
+        kwargs["from_"] = from_
+    else:
+        kwargs["messaging_service_sid"] = messaging_service_sid
+    created = _with_auth_retry(lambda client: client.messages.create(**kwargs))
+    return SendResult(sid=created.sid or "", status=str(created.status or ""))
+
+
+def place_call(message: CallMessage, *, from_: str) -> SendResult:
+    """Create the Call with exactly one of TwiML built from ``say``, ``twiml``, or ``url``."""
+    kwargs: dict[str, Any] = {
+        "to": message.to, "from_": from_,
+        "status_callback": status_callback_url("call", message.id),
+        "status_callback_event": list(STATUS_CALLBACK_EVENTS),
+        "status_callback_method": "POST",
+    }
+    if message.say is not None:
+        kwargs["twiml"] = say_twiml(message)
+    elif message.twiml is not None:
+        kwargs["twiml"] = message.twiml
+    else:
+        kwargs["url"] = message.url
+    if message.timeout is not None:
+        kwargs["timeout"] = message.timeout
+    if message.machine_detection:
+        kwargs["machine_detection"] = "Enable"
+    created = _with_auth_retry(lambda client: client.calls.create(**kwargs))
+    return SendResult(sid=created.sid or "", status=str(created.status or ""))
+
+
+def _with_auth_retry(create: Callable[[Any], Any]) -> Any:
+    client = get_client()
+    try:
+        return _call(create, client)
+    except AuthFailedError as first:
+        name = _secret_name()
+        refreshed = secrets.refresh_secret(name, min_interval=AUTH_REFRESH_SECONDS)
+        before = _credentials
+        client = get_client()
+        if not refreshed and _credentials == before:
+            raise AuthFailedError(f"{first.reason}; secret refresh rate-limited",
+                                  http_status=first.http_status, code=first.code) from None
+        log.warning("twilio rejected credentials; re-read secret %s and retrying once", name)
+        return _call(create, client)
+
+
+def _call(create: Callable[[Any], Any], client: Any) -> Any:
+    try:
+        return create(client)
+    except Exception as exc:  # noqa: BLE001 - classified below; unknown errors re-raised
+        raise classify(exc) from exc
+
+
+def classify(exc: BaseException) -> BaseException:
+    """Map an SDK / HTTP exception to a :class:`TwilioSendError` subclass (others come back unchanged)."""
+    import requests
+    from twilio.base.exceptions import TwilioException, TwilioRestException
+
+    if isinstance(exc, TwilioRestException):
+        status, code = int(exc.status), exc.code
+        detail = f"HTTP {status}" + (f" code {code}" if code else "") + (f": {exc.msg}" if exc.msg else "")
+        detail = _redact(detail)
+        if status == 401 or code in AUTH_ERROR_CODES:
+            return AuthFailedError(detail, http_status=status, code=code)
+        if status == 429 or code in RATE_LIMIT_CODES or status >= 500:
+            return TransientTwilioError(detail, maybe_sent=False, http_status=status, code=code)
+        return PermanentTwilioError(detail, http_status=status, code=code)
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return TransientTwilioError("connect timeout: request not sent", maybe_sent=False)
+    if isinstance(exc, requests.exceptions.Timeout):
+        timeout = get_settings().twilio_http_timeout
+        return TransientTwilioError(f"no answer within {timeout:g} s: Twilio may have accepted it", maybe_sent=True)
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        if _never_connected(exc):
+            return TransientTwilioError(f"cannot connect: {_short(exc)}", maybe_sent=False)
+        return TransientTwilioError(f"connection lost after sending: {_short(exc)}", maybe_sent=True)
+    if isinstance(exc, (requests.exceptions.RequestException, TwilioException)):
+        return TransientTwilioError(f"unreadable answer: {_short(exc)}", maybe_sent=True)
+    return exc
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """True when the TCP connection was never made (refused, DNS): the request cannot have reached Twilio."""
+    from urllib3.exceptions import NameResolutionError, NewConnectionError
+
+    seen: set[int] = set()
+    stack: list[Any] = [exc]
+    while stack:
+        item = stack.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, (NewConnectionError, NameResolutionError, ConnectionRefusedError)):
+            return True
+        stack.extend([getattr(item, "reason", None), item.__cause__, item.__context__,
+                      *[a for a in getattr(item, "args", ()) if isinstance(a, BaseException)]])
+    return False
+
+
+def _short(exc: BaseException) -> str:
+    return _redact(f"{type(exc).__name__}: {exc}")[:300]
+
+
+def _redact(text: str) -> str:
+    from .redact import mask_numbers_in
+
+    return mask_numbers_in(text)

@@ -1,0 +1,297 @@
+"""Outbound sends against real local peers: Azurite (queues + tables) and the Twilio fake.
+
+Each test proves one outcome of DESIGN's list: sent once, duplicate acknowledged, dead-lettered with a reason,
+retried, deferred.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from shared import ledger, optouts, sender
+from shared.sender import RetryLaterError
+from tests.conftest import TEST_ACCOUNT_SID, TEST_FROM
+from tests.outbound_helpers import call_queue, drain, poison, row, sms_queue
+from tests.twilio_signing import PUBLIC_BASE_URL
+
+TO = "+14155550100"
+
+
+def sms(ident: str, **extra: Any) -> str:
+    return json.dumps({"id": ident, "to": TO, "body": "hello", **extra})
+
+
+def test_sms_is_sent_with_status_callback_and_recorded_as_sent(outbound_env: Any) -> None:
+    outcome = sender.process_sms(sms("order-1", media_urls=["https://ex.com/a.png", "https://ex.com/b.png"]),
+                                 "qid-1", 1)
+    assert outcome.result == "sent" and outcome.sid.startswith("MM")
+    [request] = outbound_env.created("sms")
+    assert request.first("To") == TO and request.first("From") == TEST_FROM and request.first("Body") == "hello"
+    assert request.form["MediaUrl"] == ["https://ex.com/a.png", "https://ex.com/b.png"]
+    assert request.first("StatusCallback") == f"{PUBLIC_BASE_URL}/api/status/message?id=order-1"
+    assert request.account_sid == TEST_ACCOUNT_SID
+    stored = row("sms", "order-1")
+    assert stored is not None and stored.status == "sent" and stored.sid == outcome.sid and stored.attempts == 1
+
+
+def test_call_with_say_sends_twiml_timeout_amd_and_callback_events(outbound_env: Any) -> None:
+    body = json.dumps({"id": "call:1.x", "to": TO, "say": "Your code is 1 2 3", "voice": "alice",
+                       "language": "en-GB", "timeout": 20, "machine_detection": True})
+    outcome = sender.process_call(body, "qid", 1)
+    assert outcome.result == "sent" and outcome.sid.startswith("CA")
+    [request] = outbound_env.created("call")
+    assert request.first("Twiml") == ('<Response><Say language="en-GB" voice="alice">Your code is 1 2 3</Say>'
+                                      '</Response>')
+    assert request.first("Timeout") == "20" and request.first("MachineDetection") == "Enable"
+    assert request.form["StatusCallbackEvent"] == ["initiated", "ringing", "answered", "completed"]
+    assert request.first("StatusCallback") == f"{PUBLIC_BASE_URL}/api/status/call?id=call%3A1.x"
+
+
+def test_call_by_url_passes_the_url(outbound_env: Any) -> None:
+    sender.process_call(json.dumps({"id": "c2", "to": TO, "url": "https://ex.com/twiml"}), "q", 1)
+    [request] = outbound_env.created("call")
+    assert request.first("Url") == "https://ex.com/twiml" and "Twiml" not in request.form
+
+
+def test_messaging_service_used_when_no_from_number(outbound_env: Any, set_env: Any, monkeypatch: Any) -> None:
+    monkeypatch.delenv("TWILIO_FROM_NUMBER")
+    set_env(TWILIO_MESSAGING_SERVICE_SID="MG" + "a" * 32)
+    sender.process_sms(sms("ms-1"), "q", 1)
+    [request] = outbound_env.created("sms")
+    assert request.first("MessagingServiceSid") == "MG" + "a" * 32 and "From" not in request.form
+
+
+def test_no_sender_at_all_is_an_invalid_message(outbound_env: Any, monkeypatch: Any, set_env: Any) -> None:
+    monkeypatch.delenv("TWILIO_FROM_NUMBER")
+    set_env()
+    outcome = sender.process_sms(sms("nofrom"), "q", 1)
+    assert outcome.result == "dead_lettered" and outcome.reason.startswith("from: no sender")
+    assert not outbound_env.requests
+
+
+def test_id_defaults_to_the_queue_message_id(outbound_env: Any) -> None:
+    outcome = sender.process_sms(json.dumps({"to": TO, "body": "x"}), "5f1c-queue-id", 1)
+    assert outcome.id == "5f1c-queue-id" and row("sms", "5f1c-queue-id").status == "sent"
+
+
+def test_base64_encoded_message_is_accepted(outbound_env: Any) -> None:
+    text = base64.b64encode(sms("b64").encode()).decode()
+    assert sender.process_sms(text, "q", 1).result == "sent"
+
+
+def test_duplicate_delivery_of_a_sent_id_is_acknowledged_not_resent(outbound_env: Any) -> None:
+    assert sender.process_sms(sms("dup"), "q1", 1).result == "sent"
+    again = sender.process_sms(sms("dup"), "q2", 1)
+    assert again.result == "duplicate"
+    assert len(outbound_env.requests) == 1
+    assert poison(sms_queue()) == []
+
+
+def test_invalid_message_is_dead_lettered_with_field_and_rule(outbound_env: Any) -> None:
+    text = json.dumps({"id": "bad-1", "to": "555-0100", "body": "x"})
+    outcome = sender.process_sms(text, "q", 1)
+    assert outcome.result == "dead_lettered"
+    [letter] = poison(sms_queue())
+    assert letter["error"]["code"] == "invalid_message"
+    assert letter["error"]["reason"] == "to: not an E.164 number" and letter["error"]["field"] == "to"
+    assert letter["message"] == text
+    assert row("sms", "bad-1").status == "rejected"
+    assert not outbound_env.requests
+
+
+def test_non_utf8_message_is_kept_in_poison_as_base64(outbound_env: Any) -> None:
+    raw = b'{"to": "\xff\xfe"}'
+    sender.process_sms(raw, "q-raw", 1)
+    [letter] = poison(sms_queue())
+    assert letter["message_base64"] is True and base64.b64decode(letter["message"]) == raw
+    assert letter["error"]["reason"].startswith("message: not valid UTF-8")
+
+
+def test_opted_out_recipient_is_not_sent_and_dead_lettered(outbound_env: Any) -> None:
+    opted = "+14155550199"  # its own number: the optouts table outlives this test
+    optouts.record_optout(opted, "STOP")
+    try:
+        outcome = sender.process_sms(json.dumps({"id": "opt-1", "to": opted, "body": "x"}), "q", 1)
+    finally:
+        optouts.clear_optout(opted)
+    assert outcome.result == "dead_lettered" and outcome.code == "opted_out"
+    assert not outbound_env.requests
+    [letter] = poison(sms_queue())
+    assert letter["error"]["code"] == "opted_out"
+    assert row("sms", "opt-1").status == "rejected"
+
+
+@pytest.mark.parametrize("fault,code", [("21211", 21211), ("21610", 21610)])
+def test_permanent_twilio_error_is_dead_lettered_not_retried(outbound_env: Any, fault: str, code: int) -> None:
+    outbound_env.fail_next(fault)
+    outcome = sender.process_sms(sms(f"perm-{fault}"), "q", 1)
+    assert outcome.result == "dead_lettered" and outcome.code == "twilio_rejected"
+    [letter] = poison(sms_queue())
+    assert letter["error"]["twilio_code"] == code and letter["error"]["http_status"] == 400
+    stored = row("sms", f"perm-{fault}")
+    assert stored.status == "failed" and stored.fields["error_code"] == str(code)
+    # A redelivery does not try again.
+    assert sender.process_sms(sms(f"perm-{fault}"), "q", 2).result == "duplicate"
+    assert len(outbound_env.requests) == 1
+
+
+@pytest.mark.parametrize("fault", ["429", "500", "reset-before-connect"])
+def test_transient_error_raises_then_the_retry_sends(outbound_env: Any, fault: str, set_env: Any) -> None:
+    if fault == "reset-before-connect":
+        good = outbound_env.base_url
+        set_env(TWILIO_API_BASE_URL="http://127.0.0.1:9")  # nothing listens: connection refused
+    else:
+        outbound_env.fail_next(fault)
+    with pytest.raises(RetryLaterError):
+        sender.process_sms(sms(f"tr-{fault}"), "q", 1)
+    assert row("sms", f"tr-{fault}").status == "retrying"
+    if fault == "reset-before-connect":
+        set_env(TWILIO_API_BASE_URL=good)
+    outcome = sender.process_sms(sms(f"tr-{fault}"), "q", 2)
+    assert outcome.result == "sent"
+    assert len(outbound_env.created()) == 1
+    stored = row("sms", f"tr-{fault}")
+    assert stored.status == "sent" and stored.attempts == 2
+
+
+def test_transient_error_on_the_last_try_is_dead_lettered_with_reason(outbound_env: Any) -> None:
+    outbound_env.fail_next("429")
+    max_tries = sender.queue_settings().max_dequeue_count
+    outcome = sender.process_sms(sms("last"), "q", max_tries)
+    assert outcome.result == "dead_lettered" and outcome.code == "retries_exhausted"
+    [letter] = poison(sms_queue())
+    assert "HTTP 429 code 20429" in letter["error"]["reason"]
+    assert row("sms", "last").status == "failed"
+
+
+def test_timeout_is_retried_as_ambiguous_and_never_resent(outbound_env: Any) -> None:
+    outbound_env.fail_next("slow")  # answers after 1.5 s; the client gives up after 1 s
+    with pytest.raises(RetryLaterError):
+        sender.process_sms(sms("slow-1"), "q", 1)
+    assert row("sms", "slow-1").status == "unknown"
+    outcome = sender.process_sms(sms("slow-1"), "q", 2)
+    assert outcome.result == "dead_lettered" and outcome.code == "ambiguous"
+    assert len(outbound_env.requests) == 1  # the fake did create it: a resend would have been a duplicate
+    [letter] = poison(sms_queue())
+    assert letter["error"]["reason"].startswith("ambiguous") and "no answer within 1 s" in letter["error"]["reason"]
+
+
+def test_connection_reset_after_sending_is_ambiguous(outbound_env: Any) -> None:
+    outbound_env.fail_next("reset")
+    with pytest.raises(RetryLaterError):
+        sender.process_sms(sms("rst"), "q", 1)
+    assert row("sms", "rst").status == "unknown"
+    assert sender.process_sms(sms("rst"), "q", 2).code == "ambiguous"
+
+
+def test_stale_claim_without_outcome_is_dead_lettered_as_ambiguous(outbound_env: Any) -> None:
+    long_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+    ledger.try_claim("sms", "crashed")
+    stored = row("sms", "crashed")
+    ledger.update(stored, claimed_at=long_ago)
+    outcome = sender.process_sms(sms("crashed"), "q", 2)
+    assert outcome.result == "dead_lettered" and outcome.code == "ambiguous"
+    assert not outbound_env.requests
+    assert row("sms", "crashed").status == "failed"
+
+
+def test_fresh_claim_of_another_delivery_is_retried_later(outbound_env: Any) -> None:
+    ledger.try_claim("sms", "inflight")
+    with pytest.raises(RetryLaterError, match="sending it now"):
+        sender.process_sms(sms("inflight"), "q", 1)
+    assert not outbound_env.requests
+
+
+def test_401_refreshes_the_secret_and_retries_once(outbound_env: Any, monkeypatch: Any) -> None:
+    from shared import secrets
+
+    refreshed: list[str] = []
+    real = secrets.refresh_secret
+    monkeypatch.setattr(secrets, "refresh_secret",
+                        lambda name, **kw: refreshed.append(name) or real(name, **kw))
+    outbound_env.fail_next("401")
+    outcome = sender.process_sms(sms("auth-1"), "q", 1)
+    assert outcome.result == "sent" and refreshed == [secrets.AUTH_TOKEN]
+    assert [r.answered for r in outbound_env.requests] == [401, 201]
+
+
+def test_401_after_refresh_is_permanent(outbound_env: Any) -> None:
+    outbound_env.fail_next("401", "401")
+    outcome = sender.process_sms(sms("auth-2"), "q", 1)
+    assert outcome.result == "dead_lettered" and outcome.code == "twilio_rejected"
+    assert len(outbound_env.requests) == 2
+
+
+def test_rotated_token_is_used_without_restart(outbound_env: Any, monkeypatch: Any) -> None:
+    assert sender.process_sms(sms("rot-1"), "q", 1).result == "sent"
+    outbound_env.credentials[TEST_ACCOUNT_SID] = "rotated-token-value-000000000000"
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "rotated-token-value-000000000000")
+    from shared import secrets
+
+    secrets.reset_secrets()
+    assert sender.process_sms(sms("rot-2"), "q", 1).result == "sent"
+
+
+def test_api_key_credentials_when_api_key_sid_is_set(outbound_env: Any, set_env: Any) -> None:
+    key_sid = "SK" + "b" * 32
+    outbound_env.credentials = {key_sid: "api-key-secret-value-0000"}
+    set_env(TWILIO_API_KEY_SID=key_sid, TWILIO_API_KEY_SECRET="api-key-secret-value-0000")
+    assert sender.process_sms(sms("key-1"), "q", 1).result == "sent"
+    [request] = outbound_env.requests
+    assert request.username == key_sid and request.account_sid == TEST_ACCOUNT_SID
+
+
+def test_unreadable_secret_is_transient_and_claims_nothing(outbound_env: Any, monkeypatch: Any) -> None:
+    monkeypatch.delenv("TWILIO_AUTH_TOKEN")
+    from shared import secrets
+
+    secrets.reset_secrets()
+    with pytest.raises(RetryLaterError, match="not configured"):
+        sender.process_sms(sms("nosecret"), "q", 1)
+    assert row("sms", "nosecret") is None
+
+
+def test_send_at_in_the_future_is_requeued_invisible_with_the_id(outbound_env: Any) -> None:
+    when = (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat()
+    outcome = sender.process_sms(json.dumps({"to": TO, "body": "later", "send_at": when}), "qid-later", 1)
+    assert outcome.result == "deferred"
+    assert not outbound_env.requests
+    from shared import storage
+
+    props = storage.queue(sms_queue()).get_queue_properties()
+    assert props.approximate_message_count == 1
+    assert drain(sms_queue()) == []  # invisible for ~2 h
+    peeked = storage.queue(sms_queue()).peek_messages()
+    assert peeked == []
+
+
+def test_send_at_in_the_past_is_sent_now(outbound_env: Any) -> None:
+    when = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
+    assert sender.process_sms(sms("past", send_at=when), "q", 1).result == "sent"
+
+
+def test_send_at_requeue_becomes_visible_and_keeps_the_id(outbound_env: Any) -> None:
+    from shared import storage
+    from tests.peers.ports import wait_until
+
+    when = (datetime.now(timezone.utc) + timedelta(seconds=1.5)).isoformat()
+    assert sender.process_sms(json.dumps({"to": TO, "body": "soon", "send_at": when}), "orig-qid", 1).result == \
+        "deferred"
+    client = storage.queue(sms_queue())
+    wait_until(lambda: bool(client.peek_messages()), 10, "the deferred message to become visible")
+    [message] = client.receive_messages()
+    assert json.loads(message.content)["id"] == "orig-qid"
+    assert sender.process_sms(message.content, message.id, 1).result == "sent"
+    assert row("sms", "orig-qid").status == "sent"
+
+
+def test_call_queue_poison_is_separate(outbound_env: Any) -> None:
+    sender.process_call(json.dumps({"id": "c-bad", "to": TO, "say": "x", "url": "https://e.com"}), "q", 1)
+    [letter] = poison(call_queue())
+    assert letter["error"]["reason"] == "say: exactly one of say, twiml, url (got say, url)"
+    assert poison(sms_queue()) == []

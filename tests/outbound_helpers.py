@@ -1,0 +1,46 @@
+"""Helpers shared by the outbound tests: put messages on queues, read poison queues and ledger rows."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from shared import ledger, storage
+
+
+def sms_queue() -> str:
+    return os.environ["SMS_QUEUE"]
+
+
+def call_queue() -> str:
+    return os.environ["CALL_QUEUE"]
+
+
+def put(queue_name: str, message: dict[str, Any] | str | bytes) -> None:
+    text = json.dumps(message) if isinstance(message, dict) else message
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    storage.queue(queue_name).send_message(text)
+
+
+def drain(queue_name: str) -> list[str]:
+    """Receive and delete every visible message of a queue; returns their texts."""
+    client = storage.queue(queue_name)
+    texts: list[str] = []
+    while True:
+        batch = list(client.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=60))
+        if not batch:
+            return texts
+        for message in batch:
+            texts.append(message.content)
+            client.delete_message(message.id, message.pop_receipt)
+
+
+def poison(queue_name: str) -> list[dict[str, Any]]:
+    """The dead letters of a queue, parsed (and removed)."""
+    return [json.loads(text) for text in drain(queue_name + "-poison")]
+
+
+def row(kind: str, ident: str) -> ledger.Row | None:
+    return ledger.get(kind, ident)

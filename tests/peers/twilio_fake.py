@@ -1,0 +1,267 @@
+"""An HTTP fake of Twilio's Messages.json and Calls.json create endpoints, for tests.
+
+- ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json`` and ``Calls.json`` on 127.0.0.1 (free port).
+- Records every request (parsed form with repeated keys, e.g. several ``MediaUrl``), checks basic auth.
+- Answers 201 with bodies shaped like Twilio's OpenAPI spec (``api.v2010.account.message`` / ``.call``).
+- Injects faults per request (``fail_next``) or by probability (``fault_rate``): 429/20429, 500, 400/21211,
+  400/21610, 401/20003, a slow answer past the client's timeout (the message *is* created, as Twilio would),
+  and a connection reset before anything is processed.
+- Posts signed status callbacks (twilio's ``RequestValidator.compute_signature``) to a URL you give.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import socket
+import struct
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+from twilio.request_validator import RequestValidator
+
+from .ports import free_port
+
+FAULTS = ("429", "500", "21211", "21610", "401", "slow", "reset")
+TRANSIENT_FAULTS = ("429", "500", "reset")
+
+_ERRORS = {
+    "429": (429, 20429, "Too Many Requests"),
+    "500": (500, 20500, "Internal Server Error"),
+    "21211": (400, 21211, "The 'To' number is not a valid phone number."),
+    "21610": (400, 21610, "Attempt to send to unsubscribed recipient"),
+    "401": (401, 20003, "Authenticate"),
+}
+
+
+@dataclass
+class Recorded:
+    """One request as the fake saw it, and what it answered."""
+
+    kind: str                    # "sms" | "call"
+    account_sid: str
+    form: dict[str, list[str]]
+    username: str
+    answered: int = 0            # HTTP status (0 = connection reset)
+    sid: str = ""
+    fault: str = ""
+
+    def first(self, name: str, default: str = "") -> str:
+        values = self.form.get(name)
+        return values[0] if values else default
+
+    @property
+    def send_id(self) -> str:
+        """The ``id`` in the StatusCallback URL (our ledger key)."""
+        query = parse_qs(urlsplit(self.first("StatusCallback")).query)
+        return query.get("id", [""])[0]
+
+    @property
+    def created(self) -> bool:
+        return self.answered == 201
+
+
+@dataclass
+class TwilioFake:
+    account_sid: str
+    credentials: dict[str, str]
+    port: int = 0
+    fault_rate: float = 0.0
+    fault_choices: tuple[str, ...] = TRANSIENT_FAULTS
+    slow_seconds: float = 2.0
+    seed: int = 1234
+    requests: list[Recorded] = field(default_factory=list)
+    _next_faults: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+    _rng: random.Random = field(default_factory=random.Random)
+
+    # ------------------------------------------------------------ control
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def fail_next(self, *faults: str) -> None:
+        """The next requests get these faults, in order (then normal answers again)."""
+        unknown = [f for f in faults if f not in FAULTS]
+        if unknown:
+            raise ValueError(f"unknown faults {unknown}; choose from {FAULTS}")
+        with self._lock:
+            self._next_faults.extend(faults)
+
+    def created(self, kind: str | None = None) -> list[Recorded]:
+        with self._lock:
+            return [r for r in self.requests if r.created and (kind is None or r.kind == kind)]
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self._next_faults.clear()
+            self.fault_rate = 0.0
+
+    def _pick_fault(self) -> str:
+        with self._lock:
+            if self._next_faults:
+                return self._next_faults.pop(0)
+            if self.fault_rate and self._rng.random() < self.fault_rate:
+                return self._rng.choice(self.fault_choices)
+        return ""
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> "TwilioFake":
+        fake = self
+        self._rng.seed(self.seed)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                fake._handle(self)
+
+        self.port = self.port or free_port()
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="twilio-fake", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    # ------------------------------------------------------------ requests
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length) if length else b""
+        parts = urlsplit(h.path).path.strip("/").split("/")
+        # 2010-04-01 / Accounts / {sid} / Messages.json
+        if len(parts) != 4 or parts[0] != "2010-04-01" or parts[1] != "Accounts" or \
+                parts[3] not in ("Messages.json", "Calls.json"):
+            return self._json(h, 404, {"code": 20404, "message": "The requested resource was not found",
+                                       "more_info": "https://www.twilio.com/docs/errors/20404", "status": 404})
+        kind = "sms" if parts[3] == "Messages.json" else "call"
+        form = parse_qs(raw.decode("utf-8"), keep_blank_values=True)
+        username, password = _basic_auth(h.headers.get("Authorization", ""))
+        record = Recorded(kind, parts[2], form, username)
+        with self._lock:
+            self.requests.append(record)
+        if self.credentials.get(username) != password or parts[2] != self.account_sid:
+            return self._error(h, record, "401")
+        fault = self._pick_fault()
+        record.fault = fault
+        if fault == "reset":
+            record.answered = 0
+            h.close_connection = True
+            sock = h.connection
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            return None
+        if fault in _ERRORS:
+            return self._error(h, record, fault)
+        if fault == "slow":
+            time.sleep(self.slow_seconds)
+        body = self._message(record) if kind == "sms" else self._call(record)
+        record.sid, record.answered = body["sid"], 201
+        try:
+            self._json(h, 201, body)
+        except OSError:
+            pass  # the client gave up (timeout): the resource exists all the same, as on Twilio
+
+    def _error(self, h: BaseHTTPRequestHandler, record: Recorded, fault: str) -> None:
+        status, code, message = _ERRORS[fault]
+        record.answered = status
+        self._json(h, status, {"code": code, "message": message,
+                               "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status})
+
+    @staticmethod
+    def _json(h: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode("utf-8")
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json; charset=utf-8")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    def _message(self, r: Recorded) -> dict[str, Any]:
+        sid = ("MM" if r.form.get("MediaUrl") else "SM") + uuid.uuid4().hex
+        now = formatdate(usegmt=True).replace("GMT", "+0000")
+        uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}"
+        return {
+            "account_sid": self.account_sid, "api_version": "2010-04-01", "body": r.first("Body"),
+            "date_created": now, "date_sent": None, "date_updated": now, "direction": "outbound-api",
+            "error_code": None, "error_message": None, "from": r.first("From") or None,
+            "messaging_service_sid": r.first("MessagingServiceSid") or None,
+            "num_media": str(len(r.form.get("MediaUrl", []))), "num_segments": "1", "price": None,
+            "price_unit": "USD", "sid": sid, "status": "queued" if r.first("From") else "accepted",
+            "subresource_uris": {"media": f"{uri}/Media.json"}, "to": r.first("To"), "uri": f"{uri}.json",
+        }
+
+    def _call(self, r: Recorded) -> dict[str, Any]:
+        sid = "CA" + uuid.uuid4().hex
+        now = formatdate(usegmt=True).replace("GMT", "+0000")
+        uri = f"/2010-04-01/Accounts/{self.account_sid}/Calls/{sid}"
+        return {
+            "account_sid": self.account_sid, "answered_by": None, "api_version": "2010-04-01",
+            "caller_name": None, "date_created": now, "date_updated": now, "direction": "outbound-api",
+            "duration": None, "end_time": None, "forwarded_from": None, "from": r.first("From"),
+            "from_formatted": r.first("From"), "group_sid": None, "parent_call_sid": None,
+            "phone_number_sid": "PN" + uuid.uuid4().hex, "price": None, "price_unit": "USD", "sid": sid,
+            "start_time": None, "status": "queued", "queue_time": "0", "to": r.first("To"),
+            "to_formatted": r.first("To"), "trunk_sid": None, "uri": f"{uri}.json",
+            "subresource_uris": {"notifications": f"{uri}/Notifications.json",
+                                 "recordings": f"{uri}/Recordings.json", "events": f"{uri}/Events.json"},
+        }
+
+    # ------------------------------------------------------------ status callbacks
+
+    def post_status_callback(self, record: Recorded, status: str, *, token: str, deliver_to: str | None = None,
+                             error_code: str = "") -> requests.Response:
+        """POST Twilio's status callback for ``record`` to its StatusCallback URL, signed with ``token``.
+
+        ``deliver_to`` replaces scheme+host of the URL (the public URL is signed; the app listens on loopback).
+        """
+        url = record.first("StatusCallback")
+        params = {"AccountSid": self.account_sid, "To": record.first("To"), "From": record.first("From"),
+                  "ApiVersion": "2010-04-01"}
+        if record.kind == "sms":
+            params.update(MessageSid=record.sid, SmsSid=record.sid, MessageStatus=status, SmsStatus=status)
+        else:
+            params.update(CallSid=record.sid, CallStatus=status, Direction="outbound-api")
+        if error_code:
+            params["ErrorCode"] = error_code
+        signature = RequestValidator(token).compute_signature(url, params)
+        target = url
+        if deliver_to:
+            parts = urlsplit(url)
+            target = deliver_to.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+        return requests.post(target, data=params, headers={"X-Twilio-Signature": signature}, timeout=10)
+
+
+def _basic_auth(header: str) -> tuple[str, str]:
+    if not header.lower().startswith("basic "):
+        return "", ""
+    try:
+        user, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return "", ""
+    return user, password
+
+
+def start_twilio_fake(account_sid: str, credentials: dict[str, str], **options: Any) -> TwilioFake:
+    return TwilioFake(account_sid=account_sid, credentials=dict(credentials), **options).start()
