@@ -1,0 +1,121 @@
+"""``python -m shared.enqueue``: put an SMS or a call on its queue, validated by the same schema the function uses.
+
+Why a CLI: it is the quickest way to try the app (``make run`` + one command) and the reference producer for
+other systems. A bad message is refused here (exit 2, the reason on stderr) instead of in the poison queue.
+
+    python -m shared.enqueue sms --to +14155550100 --body "hello" [--from +1…] [--media-url URL …] [--at ISO] [--id ID]
+    python -m shared.enqueue call --to +14155550100 (--say TEXT | --twiml XML | --url URL) [--voice V] [--language L]
+                                  [--timeout S] [--machine-detection]
+
+Settings (``AzureWebJobsStorage``, ``SMS_QUEUE``, ``CALL_QUEUE``) come from the environment, else from
+``local.settings.json`` ("Values") in the current directory or the app's root. Prints the message id (the
+ledger key). ``--at`` makes the message invisible until then (at most 7 days a hop; the function requeues the
+rest). ``--base64`` encodes the message for producers that insist on it; the function accepts both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from .outbound import InvalidMessageError, Kind, encode, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_HOP_SECONDS = 7 * 24 * 3600 - 60
+EXIT_INVALID = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shared.enqueue", description=__doc__.split("\n\n")[0])
+    kinds = parser.add_subparsers(dest="kind", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--to", required=True, help="recipient, E.164 (+14155550100)")
+    common.add_argument("--from", dest="from_", help="sender, E.164 (default: TWILIO_FROM_NUMBER)")
+    common.add_argument("--at", dest="send_at", help="send at this ISO-8601 UTC time (2030-01-01T09:00:00Z)")
+    common.add_argument("--id", help="message id (default: a new UUID); the ledger key, so duplicates are sent once")
+    common.add_argument("--base64", action="store_true", help="base64-encode the queue message")
+    sms = kinds.add_parser("sms", parents=[common], help="send an SMS/MMS")
+    sms.add_argument("--body", help="text, up to 1600 chars")
+    sms.add_argument("--media-url", dest="media_urls", action="append", help="https URL of media (repeatable)")
+    sms.add_argument("--messaging-service-sid", help="MG… service to send from instead of a number")
+    call = kinds.add_parser("call", parents=[common], help="place a call")
+    content = call.add_mutually_exclusive_group(required=True)
+    content.add_argument("--say", help="text to say (built into <Say>)")
+    content.add_argument("--twiml", help="TwiML document, up to 4000 chars")
+    content.add_argument("--url", help="https URL returning TwiML")
+    call.add_argument("--voice", help="voice for --say (e.g. alice, Polly.Joanna)")
+    call.add_argument("--language", help="language for --say (e.g. en-US)")
+    call.add_argument("--timeout", type=int, help="seconds to let it ring (5-600)")
+    call.add_argument("--machine-detection", action="store_true", help="ask Twilio to detect answering machines")
+    return parser
+
+
+def build_message(args: argparse.Namespace) -> dict[str, Any]:
+    """The queue message document for parsed CLI arguments (only the fields given)."""
+    fields: dict[str, Any] = {"id": args.id or uuid.uuid4().hex, "to": args.to, "from": args.from_,
+                              "send_at": args.send_at}
+    if args.kind == "sms":
+        fields.update(body=args.body, media_urls=args.media_urls, messaging_service_sid=args.messaging_service_sid)
+    else:
+        fields.update(say=args.say, twiml=args.twiml, url=args.url, voice=args.voice, language=args.language,
+                      timeout=args.timeout, machine_detection=args.machine_detection or None)
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def load_local_settings(environ: dict[str, str] | os._Environ = os.environ) -> None:
+    """Fill settings missing from the environment from local.settings.json ("Values"), as ``func start`` does."""
+    for folder in (Path.cwd(), ROOT):
+        path = folder / "local.settings.json"
+        if path.is_file():
+            try:
+                values = json.loads(path.read_text()).get("Values", {})
+            except ValueError as exc:
+                raise SystemExit(f"{path}: not valid JSON ({exc})") from None
+            for name, value in values.items():
+                if isinstance(value, str) and not environ.get(name):
+                    environ[name] = value
+            return
+
+
+def visibility_delay(send_at: datetime | None, now: datetime | None = None) -> int:
+    """Seconds to keep the message invisible: until ``send_at``, capped at Storage's 7-day maximum."""
+    if send_at is None:
+        return 0
+    now = now or datetime.now(timezone.utc)
+    return max(0, min(MAX_HOP_SECONDS, math.ceil((send_at - now).total_seconds())))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    kind: Kind = args.kind
+    document = build_message(args)
+    try:
+        message = validate(kind, document)
+    except InvalidMessageError as exc:
+        print(f"invalid {kind} message: {exc.reason}", file=sys.stderr)
+        return EXIT_INVALID
+    load_local_settings()
+    from . import config, storage
+    from .sender import queue_name_for
+
+    config.reset_settings()
+    if not config.get_settings().storage_connection:
+        print("AzureWebJobsStorage is not set (environment or local.settings.json)", file=sys.stderr)
+        return EXIT_INVALID
+    queue = queue_name_for(kind)
+    delay = visibility_delay(message.send_at)
+    text = encode(document, as_base64=args.base64)
+    storage.queue(queue).send_message(text, visibility_timeout=delay or None, time_to_live=-1)
+    print(message.id)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
