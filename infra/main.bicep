@@ -17,6 +17,7 @@ param location string
   '3.10'
   '3.11'
   '3.12'
+  '3.13'
 ])
 param pythonVersion string = '3.11'
 
