@@ -1,4 +1,4 @@
-// switchboard: everything `azd up` provisions (see docs/deploy.md and DESIGN "Infra").
+// switchboard: everything `azd up` provisions (see README, Deploy and DESIGN "Infra").
 // Subscription scope, azd-template style: one resource group per azd environment, hand-written modules inside it.
 // Written for the Bicep subset that pycep-parser 0.5.1 (checkov's parser) reads: no lambdas, multi-line arrays.
 targetScope = 'subscription'

@@ -6,7 +6,7 @@ param name string
 @secure()
 param value string
 
-@description('Unix time after which the secret counts as expired (a rotation reminder; see docs/deploy.md).')
+@description('Unix time after which the secret counts as expired (a rotation reminder; see README, Deploy).')
 param expiresOn int
 
 resource vault 'Microsoft.KeyVault/vaults@2024-11-01' existing = {
