@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INFRA_VENV := .venv-infra
 AZURITE_DIR := .azurite
 
-.PHONY: run test install install-dev install-infra node azurite-start azurite-stop bench soak clean
+.PHONY: run test install install-dev install-infra node azurite-start azurite-stop bench soak clean twilio-spec
 
 $(VENV)/.installed-runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,8 +54,21 @@ azurite-stop:
 	@if [ -f $(AZURITE_DIR)/pid ]; then kill $$(cat $(AZURITE_DIR)/pid) 2>/dev/null || true; rm -f $(AZURITE_DIR)/pid; echo "Azurite stopped"; fi
 
 ## make test: install everything, start the local peers inside the tests, run the whole suite.
-test: install-dev install-infra
+test: install-dev install-infra twilio-spec
 	$(PY) -m pytest
+
+## make twilio-spec: Twilio's OpenAPI spec for the contract tests. $$TWILIO_OAI_SPEC or ../shared/twilio-oai/ are used
+## as they are; only when neither exists (and not in CI) is it downloaded once into .cache/ (never committed).
+TWILIO_SPEC_SHARED := $(abspath $(CURDIR)/../shared/twilio-oai/twilio_api_v2010.json)
+TWILIO_SPEC_CACHE := .cache/twilio-oai/twilio_api_v2010.json
+TWILIO_SPEC_URL := https://raw.githubusercontent.com/twilio/twilio-oai/main/spec/json/twilio_api_v2010.json
+twilio-spec:
+	@if [ -n "$$TWILIO_OAI_SPEC" ] && [ -f "$$TWILIO_OAI_SPEC" ]; then echo "Twilio spec: $$TWILIO_OAI_SPEC"; \
+	elif [ -f "$(TWILIO_SPEC_SHARED)" ]; then echo "Twilio spec: $(TWILIO_SPEC_SHARED)"; \
+	elif [ -f "$(TWILIO_SPEC_CACHE)" ]; then echo "Twilio spec: $(TWILIO_SPEC_CACHE)"; \
+	elif [ -n "$$CI" ]; then echo "Twilio spec not found: CI must provide it (TWILIO_OAI_SPEC or ../shared/twilio-oai/)" >&2; exit 1; \
+	else mkdir -p $(dir $(TWILIO_SPEC_CACHE)) && curl -fsSL --retry 3 -o $(TWILIO_SPEC_CACHE).part $(TWILIO_SPEC_URL) \
+	  && mv $(TWILIO_SPEC_CACHE).part $(TWILIO_SPEC_CACHE) && echo "Twilio spec downloaded to $(TWILIO_SPEC_CACHE)"; fi
 
 bench: install-dev
 	$(PY) -m bench
