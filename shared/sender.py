@@ -9,7 +9,9 @@ Order of work, and why:
    outcome would later look like a crash mid-send).
 4. Claim the id in the ledger (insert-if-absent). An existing row decides instead of us:
    - Twilio has it (``sid`` or a Twilio status) → duplicate delivery: acknowledged, not sent again.
-   - ``failed`` / ``rejected`` → it was dead-lettered already: acknowledged.
+   - ``failed`` / ``rejected`` → it was dead-lettered already: acknowledged; unless the row is ``resendable``
+     (it never reached Twilio: invalid, opted out, or transient errors until the last try), then a corrected
+     or re-submitted message with the same id takes the claim over and is sent.
    - ``retrying`` → the last try *observed* that Twilio did not get it (refused connection, 429, 5xx answer,
      secret unavailable): take the claim over (etag-guarded) and send.
    - ``claimed`` younger than the lease → another delivery of the same id is sending right now: retry later.
@@ -172,7 +174,7 @@ def _defer(d: _Delivery, message: OutboundMessage, decoded: outbound.Decoded) ->
 
 def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str | None]) -> Outcome:
     if optouts.is_opted_out(message.to):
-        existing = ledger.insert_if_absent(d.kind, message.id, status="rejected", attempts=0,
+        existing = ledger.insert_if_absent(d.kind, message.id, status="rejected", attempts=0, resendable=True,
                                            last_error="recipient opted out", to=mask_number(message.to))
         if existing is not None and existing.reached_twilio:
             return _duplicate(d, message, existing)
@@ -218,6 +220,14 @@ def _existing_claim(d: _Delivery, message: OutboundMessage, row: ledger.Row) -> 
     """Decide what an existing ledger row means for this delivery (see the module docstring, step 4)."""
     if row.reached_twilio or row.status == "sent":
         return _duplicate(d, message, row)
+    if row.status in ("failed", "rejected") and row.fields.get("resendable"):
+        # Dead-lettered without ever reaching Twilio (invalid, opted out, retries exhausted): a corrected or
+        # re-submitted message with the same id may be sent.
+        try:
+            return ledger.update(row, status="claimed", attempts=row.attempts + 1, claimed_at=_now(),
+                                 resendable=False)
+        except ledger.LedgerConflictError:
+            raise RetryLaterError("another delivery of this id took the claim") from None
     if row.status in ("failed", "rejected"):
         _log(d.kind, message.id, message.to, "duplicate", f"already dead-lettered ({row.last_error})")
         return Outcome(d.kind, message.id, "duplicate", reason=f"already {row.status}: {row.last_error}")
@@ -258,7 +268,8 @@ def _transient(d: _Delivery, message: OutboundMessage, row: ledger.Row, reason: 
     if d.last_try:
         code = "ambiguous" if maybe_sent else "retries_exhausted"
         text = (f"ambiguous: {reason}" if maybe_sent else f"gave up after {d.dequeue_count} tries: {reason}")
-        return _dead_letter(d, message.id, code, text, to=message.to, row=updated or row)
+        return _dead_letter(d, message.id, code, text, to=message.to, row=updated or row,
+                            resendable=not maybe_sent)
     log.warning("outbound %s id=%s to=%s retry (%s): %s", d.kind, message.id, mask_number(message.to), status,
                 reason)
     raise RetryLaterError(reason)
@@ -276,7 +287,7 @@ def _safe_update(row: ledger.Row, **values: Any) -> ledger.Row | None:
 def _ledger_note(kind: Kind, ident: str, status: str, reason: str) -> None:
     """Best-effort row for a message that never got a claim (invalid): the poison entry is the record."""
     try:
-        ledger.insert_if_absent(kind, ident, status=status, attempts=0, last_error=reason[:1000])
+        ledger.insert_if_absent(kind, ident, status=status, attempts=0, last_error=reason[:1000], resendable=True)
     except Exception as exc:  # noqa: BLE001
         log.warning("ledger %s/%s: could not note %s: %s", kind, ident, status, type(exc).__name__)
 
@@ -310,12 +321,13 @@ def poison_document(d: _Delivery, ident: str, code: str, reason: str, **extra: A
 
 
 def _dead_letter(d: _Delivery, ident: str, code: str, reason: str, *, to: str | None = None,
-                 row: ledger.Row | None = None, update_ledger: bool = True, **extra: Any) -> Outcome:
+                 row: ledger.Row | None = None, update_ledger: bool = True, resendable: bool = False,
+                 **extra: Any) -> Outcome:
     document = poison_document(d, ident, code, reason, **extra)
     storage.queue(poison_queue_name(d.queue_name)).send_message(json.dumps(document, ensure_ascii=False),
                                                                 time_to_live=-1)
     if update_ledger and row is not None:
-        _safe_update(row, status="failed", last_error=reason[:1000])
+        _safe_update(row, status="failed", last_error=reason[:1000], resendable=resendable)
     _log(d.kind, ident, to if to is not None else _guess_to(d), "dead_lettered", f"{code}: {reason}")
     return Outcome(d.kind, ident, "dead_lettered", reason=reason, code=code)
 

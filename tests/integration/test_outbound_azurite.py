@@ -295,3 +295,21 @@ def test_call_queue_poison_is_separate(outbound_env: Any) -> None:
     [letter] = poison(call_queue())
     assert letter["error"]["reason"] == "say: exactly one of say, twiml, url (got say, url)"
     assert poison(sms_queue()) == []
+
+
+def test_corrected_message_with_the_id_of_an_invalid_one_is_sent(outbound_env: Any) -> None:
+    assert sender.process_sms(json.dumps({"id": "fixme", "to": "555", "body": "x"}), "q", 1).result == \
+        "dead_lettered"
+    assert sender.process_sms(sms("fixme"), "q", 1).result == "sent"
+    assert row("sms", "fixme").status == "sent"
+
+
+def test_resubmitting_after_retries_exhausted_sends_but_after_ambiguous_does_not(outbound_env: Any) -> None:
+    last = sender.queue_settings().max_dequeue_count
+    outbound_env.fail_next("500")
+    assert sender.process_sms(sms("exhausted"), "q", last).code == "retries_exhausted"
+    assert sender.process_sms(sms("exhausted"), "q2", 1).result == "sent"
+    outbound_env.fail_next("slow")
+    assert sender.process_sms(sms("maybe"), "q", last).code == "ambiguous"
+    assert sender.process_sms(sms("maybe"), "q2", 1).result == "duplicate"
+    assert [r.send_id for r in outbound_env.requests].count("maybe") == 1
