@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -68,6 +69,7 @@ class Tally:
     double_ids: list[str] = field(default_factory=list)
     outcomes: Counter = field(default_factory=Counter)
     stray_creates: int = 0
+    busy: float = 0.0
     stray_details: list[str] = field(default_factory=list)
 
     @property
@@ -96,7 +98,8 @@ class Tally:
             ("creates for no known id", f"{self.stray_creates}" + (f" {self.stray_details}" if self.stray_details
                                                                   else "")),
             ("elapsed", f"{self.elapsed:.1f} s" + ("" if self.settled else " (TIMED OUT before the queue drained)")),
-            ("sends/s", f"{sends / self.elapsed:.0f}" if self.elapsed else "-"),
+            ("sends/s", (f"{sends / self.elapsed:.0f} overall; {sends / self.busy:.0f} until the last send"
+                         if self.elapsed and self.busy else "-")),
             ("sender outcomes (log)", ", ".join(f"{k}: {v}" for k, v in sorted(self.outcomes.items()))),
             ("verdict", "OK: 0 lost, 0 double sends" if self.ok else "FAILED"),
         ]
@@ -225,24 +228,44 @@ def run(args: argparse.Namespace) -> Tally:
         host = HostProcess(env, outcomes, args, workdir / "host.log")
         started = time.monotonic()
         host.start()
-        enqueue_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="enqueue")
-        enqueue_done = enqueue_pool.map(lambda text: queue.send_message(text), messages)
-        enqueue_pool.shutdown(wait=False)
+        producer_error: list[BaseException] = []
+        producer_done = threading.Event()
+        stop_producer = threading.Event()
+
+        def produce() -> None:
+            # A steady producer: keeps at most --max-backlog messages waiting (Azurite's in-memory queue gets
+            # slower the deeper it is, which real Storage does not; see README).
+            try:
+                with ThreadPoolExecutor(max_workers=8, thread_name_prefix="enqueue") as pool:
+                    for start in range(0, len(messages), 100):
+                        while _queue_count(queue) > args.max_backlog and not stop_producer.is_set():
+                            time.sleep(0.2)
+                        if stop_producer.is_set():
+                            return
+                        list(pool.map(queue.send_message, messages[start:start + 100]))
+            except BaseException as exc:  # noqa: BLE001 - reported by the main loop
+                producer_error.append(exc)
+            finally:
+                producer_done.set()
+
+        producer = threading.Thread(target=produce, name="soak-producer", daemon=True)
+        producer.start()
 
         thresholds = [args.count * (k + 1) / (args.kills + 1) for k in range(args.kills)]
         deadline = started + args.timeout
         quiet_polls = 0
         enqueued_all = False
+        last_send = [0.0]
+        sends_seen = 0
         while time.monotonic() < deadline:
             time.sleep(0.25)
-            if not enqueued_all:
-                # map() yields in order; consuming it re-raises any enqueue failure.
-                try:
-                    list(enqueue_done)
-                    enqueued_all = True
-                except Exception:
-                    raise
-            if thresholds and len(fake.created("sms")) >= thresholds[0]:
+            if producer_error:
+                raise producer_error[0]
+            enqueued_all = producer_done.is_set()
+            sends_now = len(fake.created("sms"))
+            if sends_now > sends_seen:
+                sends_seen, last_send[0] = sends_now, time.monotonic()
+            if thresholds and sends_now >= thresholds[0]:
                 thresholds.pop(0)
                 tally.killed_pids.append(host.kill())
                 tally.kills += 1
@@ -259,10 +282,12 @@ def run(args: argparse.Namespace) -> Tally:
             else:
                 quiet_polls = 0
         tally.elapsed = time.monotonic() - started
+        stop_producer.set()
         host.stop()
         host = None
 
         created = Counter(r.send_id for r in fake.created("sms"))
+        tally.busy = last_send[0] - started if last_send[0] else 0.0
         with fake._lock:  # noqa: SLF001 - a consistent snapshot
             records = list(fake.requests)
         tally.twilio_requests = len(records)
@@ -315,8 +340,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=20240611)
     # Time scaling (the real values in parentheses); the soak prints what it used.
     parser.add_argument("--visibility", type=float, default=2.0, help="retry back-off after a failure (30 s)")
-    parser.add_argument("--lease", type=int, default=5, help="invisibility of a running message (600 s, renewed)")
-    parser.add_argument("--claim-margin", type=float, default=3.0,
+    parser.add_argument("--max-backlog", type=int, default=1000, help="producer keeps at most this many waiting")
+    parser.add_argument("--lease", type=int, default=10, help="invisibility of a running message (600 s, renewed)")
+    parser.add_argument("--claim-margin", type=float, default=6.0,
                         help="sender CLAIM_LEASE_MARGIN_SECONDS (30 s)")
     parser.add_argument("--twilio-timeout", type=float, default=2.0, help="TWILIO_HTTP_TIMEOUT_SECONDS (10 s)")
     return parser.parse_args(argv)
@@ -325,7 +351,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     params = {k: getattr(args, k) for k in ("count", "fault_rate", "dup_rate", "kills", "visibility", "lease",
-                                            "claim_margin", "twilio_timeout", "seed")}
+                                            "claim_margin", "twilio_timeout", "max_backlog", "seed")}
     print(f"soak: {args.count} ids, faults {args.fault_rate:.0%}, duplicates {args.dup_rate:.0%}, "
           f"{args.kills} host kills ...", file=sys.stderr, flush=True)
     tally = run(args)
