@@ -321,11 +321,11 @@ def twilio_oai_spec_path() -> Path:
 
 @pytest.fixture
 def twilio_fake(set_env: Callable[..., None]) -> Iterator[Any]:
-    """The Twilio fake on a free loopback port, the app pointed at it (1 s timeout on every request)."""
+    """The Twilio fake on a free loopback port, the app pointed at it (2 s timeout on every request)."""
     from tests.peers.twilio_fake import start_twilio_fake
 
-    fake = start_twilio_fake(TEST_ACCOUNT_SID, {TEST_ACCOUNT_SID: TEST_AUTH_TOKEN}, slow_seconds=1.5)
-    set_env(TWILIO_API_BASE_URL=fake.base_url, TWILIO_HTTP_TIMEOUT_SECONDS="1")
+    fake = start_twilio_fake(TEST_ACCOUNT_SID, {TEST_ACCOUNT_SID: TEST_AUTH_TOKEN}, slow_seconds=2.5)
+    set_env(TWILIO_API_BASE_URL=fake.base_url, TWILIO_HTTP_TIMEOUT_SECONDS="2")
     yield fake
     fake.stop()
 

@@ -170,7 +170,7 @@ def test_transient_error_on_the_last_try_is_dead_lettered_with_reason(outbound_e
 
 
 def test_timeout_is_retried_as_ambiguous_and_never_resent(outbound_env: Any) -> None:
-    outbound_env.fail_next("slow")  # answers after 1.5 s; the client gives up after 1 s
+    outbound_env.fail_next("slow")  # answers after 2.5 s; the client gives up after 2 s
     with pytest.raises(RetryLaterError):
         sender.process_sms(sms("slow-1"), "q", 1)
     assert row("sms", "slow-1").status == "unknown"
@@ -178,7 +178,7 @@ def test_timeout_is_retried_as_ambiguous_and_never_resent(outbound_env: Any) -> 
     assert outcome.result == "dead_lettered" and outcome.code == "ambiguous"
     assert len(outbound_env.requests) == 1  # the fake did create it: a resend would have been a duplicate
     [letter] = poison(sms_queue())
-    assert letter["error"]["reason"].startswith("ambiguous") and "no answer within 1 s" in letter["error"]["reason"]
+    assert letter["error"]["reason"].startswith("ambiguous") and "no answer within 2 s" in letter["error"]["reason"]
 
 
 def test_connection_reset_after_sending_is_ambiguous(outbound_env: Any) -> None:

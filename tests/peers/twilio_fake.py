@@ -133,7 +133,7 @@ class TwilioFake:
                 fake._handle(self)
 
         self.port = self.port or free_port()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = _Server(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="twilio-fake", daemon=True).start()
         return self
@@ -251,6 +251,11 @@ class TwilioFake:
             parts = urlsplit(url)
             target = deliver_to.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
         return requests.post(target, data=params, headers={"X-Twilio-Signature": signature}, timeout=10)
+
+
+class _Server(ThreadingHTTPServer):
+    # The default backlog (5) drops connections when a stand-in host opens 16 at once under load.
+    request_queue_size = 128
 
 
 def _basic_auth(header: str) -> tuple[str, str]:
