@@ -11,7 +11,7 @@ import sys
 import time
 import traceback
 
-from bench._common import Row, Section, render
+from bench._common import Row, Section, load_average, render
 
 ALL = ("cold_start", "webhook", "outbound")
 
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         section.notes.append(f"({name} took {time.monotonic() - t0:.0f} s)")
         sections.append(section)
     print()
+    print(f"load average at the end: {load_average()}: ratios are same-run; absolute times swing with load")
     print(render(sections))
     print(f"\ntotal {time.monotonic() - started:.0f} s")
     return 1 if failed else 0

@@ -23,6 +23,28 @@ _VENV_PY = ROOT / ".venv" / "bin" / "python"
 PYTHON = str(_VENV_PY) if _VENV_PY.exists() else sys.executable
 
 
+_indexed: list | None = None
+
+
+def indexed_functions() -> list:
+    """``function_app.app.get_functions()``, once per process: the host indexes the app once, and azure.functions
+    refuses a second ``get_functions()`` on the same app (it sees every function name twice)."""
+    global _indexed
+    if _indexed is None:
+        import function_app
+
+        _indexed = list(function_app.app.get_functions())
+    return _indexed
+
+
+def load_average() -> str:
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} CPUs"
+
+
 @dataclass
 class Row:
     """One line of the table: what was measured, our number, the baseline's, and the verdict."""

@@ -30,7 +30,7 @@ from contextlib import ExitStack
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from bench._common import Row, Section, render
+from bench._common import Row, Section, indexed_functions, render
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "bench-vault-auth-token-5e1f0c2a9d"
@@ -97,9 +97,7 @@ def _form(i: int, ident: str) -> dict[str, str]:
 
 
 def _sms_queue_function() -> tuple[Callable[..., Any], str]:
-    import function_app
-
-    for fn in function_app.app.get_functions():
+    for fn in indexed_functions():
         for binding in json.loads(fn.get_function_json())["bindings"]:
             if binding["type"] == "queueTrigger" and binding.get("queueName") == "%SMS_QUEUE%":
                 return fn.get_user_function(), binding["name"]

@@ -24,7 +24,7 @@ import pstats
 import time
 from typing import Any, Callable
 
-from bench._common import Row, Section, percentile, render
+from bench._common import Row, Section, indexed_functions, load_average, percentile, render
 
 PUBLIC_BASE_URL = "https://switchboard.example.net"
 AUTH_TOKEN = "bench-auth-token-0123456789abcdef"
@@ -76,7 +76,6 @@ def _setup() -> tuple[Callable[[], Any], Callable[[], Any]]:
     from twilio.request_validator import RequestValidator
     from urllib.parse import urlencode
 
-    import function_app
     from shared import config, secrets
 
     config.reset_settings()
@@ -101,7 +100,7 @@ def _setup() -> tuple[Callable[[], Any], Callable[[], Any]]:
                 out = binding["name"]
         return user_fn, trigger, out
 
-    functions = {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
+    functions = {fn.get_function_name(): fn for fn in indexed_functions()}
     sms_fn, sms_trigger, sms_out = bound(functions["sms"])
 
     baseline_app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
@@ -186,6 +185,7 @@ def run(calls: int = 10_000, profile_calls: int = 2_000) -> Section:
         Row("webhook", "throughput, one thread", 1000 / (sum(ours) / len(ours)), 1000 / (sum(base) / len(base)),
             "req/s", "constant TwiML fn"),
     ]
+    section.notes.append(f"load average after the run: {load_average()} (p99 and max are where a busy machine shows)")
     section.notes += _profile(call_ours, profile_calls)
     return section
 
