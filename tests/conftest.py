@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import azure.functions as func
 import pytest
 
+from tests.standin.http import OutBox
 from tests.twilio_signing import PUBLIC_BASE_URL, TEST_AUTH_TOKEN, form_body, sign_form
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,19 +90,6 @@ def indexed_functions() -> dict[str, Any]:
     import function_app
 
     return {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
-
-
-class OutBox(func.Out):
-    """What an output binding received (stands in for the host's queue output)."""
-
-    def __init__(self) -> None:
-        self.value: Any = None
-
-    def set(self, val: Any) -> None:
-        self.value = val
-
-    def get(self) -> Any:
-        return self.value
 
 
 def http_request(method: str, path: str, *, body: bytes = b"", query: str = "",

@@ -32,7 +32,9 @@ def _route_pattern(prefix: str, route: str) -> re.Pattern[str]:
     return re.compile(f"^{regex}$", re.IGNORECASE)
 
 
-class _Out(func.Out):
+class OutBox(func.Out):
+    """What an output binding received; the host writes it to the queue after the function returns."""
+
     def __init__(self) -> None:
         self.value: Any = None
 
@@ -121,13 +123,13 @@ class StandinHttpHost:
         url = self.base_url + raw_path
         params = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
         kwargs: dict[str, Any] = {}
-        outputs: dict[str, tuple[dict, _Out]] = {}
+        outputs: dict[str, tuple[dict, OutBox]] = {}
         for name, binding in bindings.items():
             if binding["type"] == "httpTrigger":
                 kwargs[name] = func.HttpRequest(method=method, url=url, headers=headers, params=params,
                                                 route_params=route_params, body=body)
             elif binding["direction"] == "OUT" and binding["type"] == "queue":
-                outputs[name] = (binding, _Out())
+                outputs[name] = (binding, OutBox())
                 kwargs[name] = outputs[name][1]
         try:
             response: func.HttpResponse = fn.get_user_function()(**kwargs)
