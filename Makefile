@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 INFRA_VENV := .venv-infra
 AZURITE_DIR := .azurite
 
-.PHONY: run test install install-dev install-infra node azurite-start azurite-stop bench soak clean twilio-spec
+PHONY_EXTRA := twilio-fake-start twilio-fake-stop
+.PHONY: $(PHONY_EXTRA) run test install install-dev install-infra node azurite-start azurite-stop bench soak clean twilio-spec
 
 $(VENV)/.installed-runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,8 +42,8 @@ local.settings.json:
 ## make run: start the app locally with Azure Functions Core Tools against Azurite.
 run: install local.settings.json
 	@command -v func >/dev/null 2>&1 || { echo "Azure Functions Core Tools ('func') not found: install v4 (https://learn.microsoft.com/azure/azure-functions/functions-run-local, e.g. 'npm i -g azure-functions-core-tools@4 --unsafe-perm true' or 'brew install azure-functions-core-tools@4'), then run 'make run' again." >&2; exit 127; }
-	@$(MAKE) --no-print-directory azurite-start
-	@trap '$(MAKE) --no-print-directory azurite-stop' EXIT; . $(VENV)/bin/activate && func start
+	@$(MAKE) --no-print-directory azurite-start twilio-fake-start
+	@trap '$(MAKE) --no-print-directory azurite-stop twilio-fake-stop' EXIT; . $(VENV)/bin/activate && func start
 
 azurite-start: node_modules/.installed
 	@mkdir -p $(AZURITE_DIR)
@@ -52,6 +53,16 @@ azurite-start: node_modules/.installed
 
 azurite-stop:
 	@if [ -f $(AZURITE_DIR)/pid ]; then kill $$(cat $(AZURITE_DIR)/pid) 2>/dev/null || true; rm -f $(AZURITE_DIR)/pid; echo "Azurite stopped"; fi
+
+# The offline Twilio for local runs (TWILIO_API_BASE_URL=http://127.0.0.1:4010 in local.settings.json.example).
+twilio-fake-start: install local.settings.json
+	@mkdir -p $(AZURITE_DIR)
+	@if [ -f $(AZURITE_DIR)/twilio-fake.pid ] && kill -0 $$(cat $(AZURITE_DIR)/twilio-fake.pid) 2>/dev/null; then echo "Twilio fake already running"; else \
+	  nohup $(PY) -m tests.peers.twilio_fake --port 4010 >$(AZURITE_DIR)/twilio-fake.log 2>&1 & echo $$! > $(AZURITE_DIR)/twilio-fake.pid; \
+	  echo "Offline Twilio fake on http://127.0.0.1:4010 (log: $(AZURITE_DIR)/twilio-fake.log)"; fi
+
+twilio-fake-stop:
+	@if [ -f $(AZURITE_DIR)/twilio-fake.pid ]; then kill $$(cat $(AZURITE_DIR)/twilio-fake.pid) 2>/dev/null || true; rm -f $(AZURITE_DIR)/twilio-fake.pid; fi
 
 ## make test: install everything, start the local peers inside the tests, run the whole suite.
 test: install-dev install-infra twilio-spec

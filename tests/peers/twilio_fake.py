@@ -270,3 +270,58 @@ def _basic_auth(header: str) -> tuple[str, str]:
 
 def start_twilio_fake(account_sid: str, credentials: dict[str, str], **options: Any) -> TwilioFake:
     return TwilioFake(account_sid=account_sid, credentials=dict(credentials), **options).start()
+
+
+def _serve_for_local_runs() -> None:
+    """``python -m tests.peers.twilio_fake``: the offline Twilio that ``make run`` starts on 127.0.0.1:4010.
+
+    Reads the account SID and auth token from local.settings.json, accepts sends, prints each one (numbers
+    masked), and posts a signed ``delivered`` / ``completed`` status callback so the ledger moves on locally.
+    """
+    import argparse
+    import os
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=_serve_for_local_runs.__doc__)
+    parser.add_argument("--port", type=int, default=4010)
+    parser.add_argument("--settings", default="local.settings.json")
+    args = parser.parse_args()
+    values = json.loads(Path(args.settings).read_text()).get("Values", {}) if Path(args.settings).exists() else {}
+    env = {**values, **os.environ}
+    sid, token = env.get("TWILIO_ACCOUNT_SID", ""), env.get("TWILIO_AUTH_TOKEN", "")
+    credentials = {sid: token}
+    if env.get("TWILIO_API_KEY_SID"):
+        credentials[env["TWILIO_API_KEY_SID"]] = env.get("TWILIO_API_KEY_SECRET", "")
+    fake = TwilioFake(account_sid=sid, credentials=credentials, port=args.port)
+    original = fake._handle
+
+    def handle_and_report(h: BaseHTTPRequestHandler) -> None:
+        before = len(fake.requests)
+        original(h)
+        from shared.redact import mask_number
+
+        for record in fake.requests[before:]:
+            print(f"twilio-fake: {record.kind} to {mask_number(record.first('To'))} -> {record.answered}"
+                  f" {record.sid}", flush=True)
+            if record.answered == 201 and record.first("StatusCallback"):
+                final = "delivered" if record.kind == "sms" else "completed"
+                threading.Thread(target=_callback_quietly, args=(fake, record, final, token), daemon=True).start()
+
+    fake._handle = handle_and_report  # type: ignore[method-assign]
+    fake.start()
+    print(f"twilio-fake: offline Twilio on {fake.base_url} for account {sid[:6]}…", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        fake.stop()
+
+
+def _callback_quietly(fake: TwilioFake, record: Recorded, status: str, token: str) -> None:
+    try:
+        fake.post_status_callback(record, status, token=token)
+    except requests.RequestException as exc:
+        print(f"twilio-fake: status callback failed: {type(exc).__name__}", flush=True)
+
+
+if __name__ == "__main__":
+    _serve_for_local_runs()
