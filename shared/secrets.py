@@ -230,8 +230,8 @@ def _lead(name: str, flight: _Flight, vault_url: str, client_id: str) -> str:
         flight.value = value
         return value
     finally:
-        if not flight.done.is_set() and flight.value is None and not flight.reason:
-            flight.reason = "the vault read failed unexpectedly"
+        if flight.value is None and not flight.reason:
+            flight.reason = "the vault read failed unexpectedly"  # waiters must not hang on a bug
         with _lock:
             if _flights.get(name) is flight:
                 del _flights[name]

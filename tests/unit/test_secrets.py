@@ -344,3 +344,24 @@ def test_secrets_readable_checks_the_api_key_secret_only_when_an_api_key_is_conf
     assert secrets.secrets_readable() is False
     set_env(TWILIO_API_KEY_SECRET=register_secret("unit-api-key-secret-0f0f0f"))
     assert secrets.secrets_readable() is True
+
+
+def test_waiters_are_released_even_if_the_read_fails_unexpectedly(stub_vault, monkeypatch):
+    gate, entered = threading.Event(), threading.Event()
+
+    def broken(name, vault_url, client_id):
+        entered.set()
+        gate.wait(10)
+        raise RuntimeError("bug in the reader")
+
+    monkeypatch.setattr(secrets, "_read_vault", broken)
+    with ThreadPoolExecutor(8) as pool:
+        leader = pool.submit(secrets.get_secret, secrets.AUTH_TOKEN)
+        wait_until(entered.is_set, 5, "the read to start")
+        followers = [pool.submit(secrets.get_secret, secrets.AUTH_TOKEN) for _ in range(8)]
+        wait_until(lambda: secrets._flights.get(secrets.AUTH_TOKEN) is not None, 5, "the flight to exist")
+        gate.set()
+        assert isinstance(leader.exception(timeout=10), RuntimeError)
+        for follower in followers:
+            error = follower.exception(timeout=10)
+            assert isinstance(error, (secrets.SecretUnavailableError, RuntimeError))  # none hangs
