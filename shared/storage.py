@@ -27,7 +27,6 @@ STORAGE_TIMEOUT_SECONDS = 10
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str], Any] = {}
-_created: set[tuple[str, str]] = set()
 
 
 def connection_string() -> str:
@@ -83,25 +82,29 @@ def _make_service(kind: str) -> Any:
 
 
 def table(name: str) -> Any:
-    """A ``TableClient`` for ``name``; the table is created the first time this process uses it."""
-    service = _service("table")
-    if ("table", name) not in _created:
+    """A ``TableClient`` for ``name``, made once per process; the table is created on first use."""
+    key = ("table", name)
+    client = _clients.get(key)
+    if client is None:
+        service = _service("table")
         service.create_table_if_not_exists(name)
-        _created.add(("table", name))
-    return service.get_table_client(name)
+        client = _clients.setdefault(key, service.get_table_client(name))
+    return client
 
 
 def queue(name: str) -> Any:
-    """A ``QueueClient`` for ``name``; the queue is created the first time this process uses it."""
+    """A ``QueueClient`` for ``name``, made once per process; the queue is created on first use."""
     from azure.core.exceptions import ResourceExistsError
 
-    client = _service("queue").get_queue_client(name)
-    if ("queue", name) not in _created:
+    key = ("queue", name)
+    client = _clients.get(key)
+    if client is None:
+        client = _service("queue").get_queue_client(name)
         try:
             client.create_queue()
         except ResourceExistsError:
             pass
-        _created.add(("queue", name))
+        client = _clients.setdefault(key, client)
     return client
 
 
@@ -118,4 +121,3 @@ def reset_clients() -> None:
     """Forget clients (tests point the app at a fresh Azurite)."""
     with _lock:
         _clients.clear()
-        _created.clear()

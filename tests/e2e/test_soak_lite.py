@@ -10,9 +10,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 def test_soak_lite_loses_nothing_and_sends_nothing_twice():
-    # Needs the outbound pieces (queue functions, Twilio fake, stand-in queue host); until they exist, nothing to soak.
-    pytest.importorskip("tests.standin.queues")
-    pytest.importorskip("tests.peers.twilio_fake")
     from bench import soak
 
     args = soak.parse_args(["--count", "300", "--kills", "1", "--fault-rate", "0.10", "--dup-rate", "0.05",

@@ -149,6 +149,9 @@ class TwilioFake:
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
+        if len(raw) < length:
+            h.close_connection = True  # the client died mid-request: Twilio would create nothing
+            return None
         parts = urlsplit(h.path).path.strip("/").split("/")
         # 2010-04-01 / Accounts / {sid} / Messages.json
         if len(parts) != 4 or parts[0] != "2010-04-01" or parts[1] != "Accounts" or \
