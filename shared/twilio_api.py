@@ -206,8 +206,11 @@ def _with_auth_retry(create: Callable[[Any], Any]) -> Any:
         before = _credentials
         client = get_client()
         if not refreshed and _credentials == before:
-            raise AuthFailedError(f"{first.reason}; secret refresh rate-limited",
-                                  http_status=first.http_status, code=first.code) from None
+            # Someone refreshed moments ago (e.g. a failed webhook signature): the vault may still be behind a
+            # rotation. Not Twilio's final word yet, so retry later, when a refresh is allowed again.
+            raise TransientTwilioError(f"{first.reason}; secret refresh rate-limited, retrying later",
+                                       maybe_sent=False, http_status=first.http_status,
+                                       code=first.code) from None
         log.warning("twilio rejected credentials; re-read secret %s and retrying once", name)
         return _call(create, client)
 

@@ -227,6 +227,18 @@ def test_401_after_refresh_is_permanent(outbound_env: Any) -> None:
     assert len(outbound_env.requests) == 2
 
 
+def test_401_while_a_refresh_is_rate_limited_is_retried_later_not_dead_lettered(outbound_env: Any) -> None:
+    from shared import secrets
+
+    # A failed webhook signature refreshed the token a moment ago (the limit is shared per secret).
+    assert secrets.refresh_secret(secrets.AUTH_TOKEN)
+    outbound_env.fail_next("401")
+    with pytest.raises(RetryLaterError, match="rate-limited"):
+        sender.process_sms(sms("auth-3"), "q", 1)
+    assert poison(sms_queue()) == []
+    assert row("sms", "auth-3").status == "retrying"
+
+
 def test_rotated_token_is_used_without_restart(outbound_env: Any, monkeypatch: Any) -> None:
     assert sender.process_sms(sms("rot-1"), "q", 1).result == "sent"
     outbound_env.credentials[TEST_ACCOUNT_SID] = "rotated-token-value-000000000000"
