@@ -201,11 +201,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     logging.getLogger().removeHandler(SESSION_LOGS)
     leaks = SESSION_LOGS.leaks()
-    if not leaks:
+    numbers = SESSION_LOGS.unmasked_numbers()
+    if not leaks and not numbers:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    lines = [f"SECRET LEAK: {len(leaks)} log record(s) contain a secret value used by the tests:"]
-    lines += [f"  [{name}] {text}" for name, text in leaks[:20]]
+    lines = []
+    if leaks:
+        lines.append(f"SECRET LEAK: {len(leaks)} log record(s) contain a secret value used by the tests:")
+        lines += [f"  [{name}] {text}" for name, text in leaks[:20]]
+    if numbers:
+        lines.append(f"PHONE NUMBER LEAK: {len(numbers)} app log record(s) hold an unmasked phone number:")
+        lines += [f"  [{name}] {text}" for name, text in numbers[:20]]
     for line in lines:
         if reporter is not None:
             reporter.write_line(line, red=True)

@@ -1,4 +1,5 @@
-"""Every log record the test session emits, checked against every secret value the tests used.
+"""Every log record the test session emits, checked against every secret value the tests used, and the app's
+own records checked for unmasked phone numbers.
 
 ``conftest.py`` installs one :class:`LogRecorder` on the root logger for the whole session (root at DEBUG, so
 INFO/DEBUG lines of the app and the SDKs are seen too) and checks it when the session finishes, whatever the
@@ -9,7 +10,11 @@ test order: a secret in any message or exception text fails the run. Tests regis
 from __future__ import annotations
 
 import logging
+import re
 import threading
+
+# A whole E.164 number; the app's logs may only hold masked ones (+1415***2345).
+_FULL_NUMBER = re.compile(r"(?<![\d*])\+\d{10,15}(?![\d*])")
 
 _registered: set[str] = set()
 _registered_lock = threading.Lock()
@@ -66,3 +71,10 @@ class LogRecorder(logging.Handler):
                     masked = masked.replace(value, f"<secret {value[:3]}…>")
                 found.append((logger_name, masked[:300]))
         return found
+
+    def unmasked_numbers(self, logger_prefix: str = "switchboard") -> list[tuple[str, str]]:
+        """(logger name, line) for every app log record that holds a whole phone number instead of a masked one."""
+        with self._texts_lock:
+            texts = list(self.texts)
+        return [(name, text[:300]) for name, text in texts
+                if name.startswith(logger_prefix) and _FULL_NUMBER.search(text)]

@@ -74,3 +74,24 @@ def test_register_secret_refuses_short_values():
 
     with pytest.raises(ValueError):
         register_secret("short")
+
+
+def test_recorder_flags_whole_phone_numbers_in_app_logs_but_not_masked_ones():
+    import logging
+
+    from shared.redact import mask_number
+    from tests.secret_scan import LogRecorder
+
+    recorder = LogRecorder()
+    app_log, sdk_log = logging.getLogger("switchboard.check"), logging.getLogger("urllib3.check")
+    for logger in (app_log, sdk_log):
+        logger.addHandler(recorder)
+    try:
+        app_log.warning("sent to %s", mask_number("+14155552345"))
+        sdk_log.warning("sdk line with +14155552345")  # not ours: the app scan ignores it
+        assert recorder.unmasked_numbers() == []
+        app_log.warning("sent to %s", "+14155552345")
+        assert [name for name, _ in recorder.unmasked_numbers()] == ["switchboard.check"]
+    finally:
+        for logger in (app_log, sdk_log):
+            logger.removeHandler(recorder)
