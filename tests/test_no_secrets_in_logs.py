@@ -86,6 +86,7 @@ def test_recorder_flags_whole_phone_numbers_in_app_logs_but_not_masked_ones():
     app_log, sdk_log = logging.getLogger("switchboard.check"), logging.getLogger("urllib3.check")
     for logger in (app_log, sdk_log):
         logger.addHandler(recorder)
+        logger.propagate = False  # the deliberate leak below must not reach the session-wide check
     try:
         app_log.warning("sent to %s", mask_number("+14155552345"))
         sdk_log.warning("sdk line with +14155552345")  # not ours: the app scan ignores it
@@ -95,3 +96,4 @@ def test_recorder_flags_whole_phone_numbers_in_app_logs_but_not_masked_ones():
     finally:
         for logger in (app_log, sdk_log):
             logger.removeHandler(recorder)
+            logger.propagate = True
