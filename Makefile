@@ -66,6 +66,7 @@ twilio-fake-stop:
 
 ## make test: install everything, start the local peers inside the tests, run the whole suite.
 test: install-dev install-infra twilio-spec
+	$(VENV)/bin/ruff check shared function_app.py tests bench
 	$(PY) -m pytest
 
 ## make twilio-spec: Twilio's OpenAPI spec for the contract tests. $$TWILIO_OAI_SPEC or ../shared/twilio-oai/ are used

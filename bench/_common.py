@@ -114,9 +114,9 @@ def render(sections: Iterable[Section]) -> str:
             lines.append((row.bench, row.metric, _fmt(row.ours, row.unit), _fmt(row.baseline, row.unit),
                           row.baseline_name, "-" if ratio is None else f"{ratio:.2f}x", row.target, verdict))
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
-    out = [" | ".join(h.ljust(w) for h, w in zip(header, widths)),
+    out = [" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
            "-+-".join("-" * w for w in widths)]
-    out += [" | ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
+    out += [" | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
     for section in sections:
         if section.notes:
             out.append("")

@@ -25,6 +25,7 @@ import time
 from typing import Any, Callable
 
 from bench._common import Row, Section, indexed_functions, load_average, percentile, render
+from tests.standin.http import OutBox
 
 PUBLIC_BASE_URL = "https://switchboard.example.net"
 AUTH_TOKEN = "bench-auth-token-0123456789abcdef"
@@ -52,19 +53,6 @@ PARAMS = {
 }
 CONSTANT_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response />'
 TARGET_P99_MS = 1.0
-
-
-class _Out:
-    """Stands in for the host's queue output binding (func.Out)."""
-
-    def __init__(self) -> None:
-        self.value: Any = None
-
-    def set(self, val: Any) -> None:
-        self.value = val
-
-    def get(self) -> Any:
-        return self.value
 
 
 def _setup() -> tuple[Callable[[], Any], Callable[[], Any]]:
@@ -113,14 +101,14 @@ def _setup() -> tuple[Callable[[], Any], Callable[[], Any]]:
     base_fn, base_trigger, base_out = bound(baseline_app.get_functions()[0])
 
     def call_ours() -> Any:
-        box = _Out()
+        box = OutBox()
         kwargs = {sms_trigger: request()}
         if sms_out:
             kwargs[sms_out] = box
         return sms_fn(**kwargs), box
 
     def call_base() -> Any:
-        box = _Out()
+        box = OutBox()
         kwargs = {base_trigger: request()}
         if base_out:
             kwargs[base_out] = box

@@ -9,7 +9,6 @@ import os
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from urllib.parse import urlsplit
 
 import azure.functions as func
 import pytest

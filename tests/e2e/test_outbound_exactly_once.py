@@ -51,7 +51,7 @@ def test_500_sms_with_faults_and_duplicates_are_each_sent_at_most_once_and_none_
     elapsed = time.monotonic() - started
 
     created = collections.Counter(r.send_id for r in outbound_env.created())
-    letters = {l["error"]["id"]: l["error"] for l in poison(sms_queue())}
+    letters = {e["error"]["id"]: e["error"] for e in poison(sms_queue())}
     twice = {i: n for i, n in created.items() if n > 1}
     lost = [i for i in ids if i not in created and i not in letters]
     assert twice == {}, f"sent more than once: {twice}"
@@ -59,7 +59,7 @@ def test_500_sms_with_faults_and_duplicates_are_each_sent_at_most_once_and_none_
     assert all(letters[i]["reason"] for i in letters)
     sent_and_poisoned = set(created) & set(letters)
     results = collections.Counter(o.result for o in outcomes)
-    dead_codes = collections.Counter(l["code"] for l in letters.values())
+    dead_codes = collections.Counter(e["code"] for e in letters.values())
     assert host.stats.moved_to_poison == 0  # the app always dead-letters with a reason first
     assert results["sent"] == len(created)
     faults = collections.Counter(r.fault for r in outbound_env.requests if r.fault)

@@ -162,6 +162,6 @@ def test_bad_input_corpus_is_dead_lettered_with_reasons_and_never_sent(indexed_f
         for letter in letters:
             assert letter["error"]["code"] == "invalid_message"
             assert ": " in letter["error"]["reason"] and letter["error"]["field"]
-        originals = sorted(base64.b64decode(l["message"]) if l.get("message_base64") else
-                           l["message"].encode() for l in letters if not l.get("message_truncated"))
+        originals = sorted(base64.b64decode(e["message"]) if e.get("message_base64") else
+                           e["message"].encode() for e in letters if not e.get("message_truncated"))
         assert originals == sorted(b for b in corpus if len(b) < 50000)

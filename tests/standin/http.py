@@ -20,7 +20,7 @@ import azure.functions as func
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _resolve(expression: str) -> str:
+def resolve_setting(expression: str) -> str:
     """``%SETTING%`` binding expressions → the setting's value, as the host resolves them."""
     return re.sub(r"%([^%]+)%", lambda m: os.environ[m.group(1)], expression)
 
@@ -137,7 +137,7 @@ class StandinHttpHost:
             return 500, {"Content-Type": "text/plain"}, b"unhandled exception\n"
         for binding, box in outputs.values():
             if box.value is not None:
-                self.queue_writer(_resolve(binding["queueName"]), box.value)
+                self.queue_writer(resolve_setting(binding["queueName"]), box.value)
         headers_out = dict(response.headers)
         headers_out["Content-Type"] = response.mimetype + (f"; charset={response.charset}" if response.charset else "")
         return response.status_code, headers_out, response.get_body()

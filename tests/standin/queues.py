@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,13 +23,10 @@ from azure.functions.queue import QueueMessage
 
 from shared import storage
 from shared.hostjson import queue_settings
+from tests.standin.http import resolve_setting
 
 log = logging.getLogger("tests.standin.queues")
 LEASE_SECONDS = 600  # the host keeps a running message invisible (it renews); tests never run this long
-
-
-def _resolve(expression: str) -> str:
-    return re.sub(r"%([^%]+)%", lambda m: os.environ[m.group(1)], expression)
 
 
 @dataclass
@@ -73,7 +67,7 @@ class StandinQueueHost:
         for fn in functions:
             for binding in json.loads(fn.get_function_json())["bindings"]:
                 if binding["type"] == "queueTrigger":
-                    self.triggers.append(_Trigger(fn.get_function_name(), _resolve(binding["queueName"]),
+                    self.triggers.append(_Trigger(fn.get_function_name(), resolve_setting(binding["queueName"]),
                                                   binding["name"], fn.get_user_function()))
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

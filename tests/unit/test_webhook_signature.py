@@ -14,7 +14,7 @@ from shared.webhooks import (
     public_url_for,
     verify,
 )
-from tests.twilio_signing import PUBLIC_BASE_URL, TEST_AUTH_TOKEN, form_body, sign_form, sign_json
+from tests.twilio_signing import PUBLIC_BASE_URL, form_body, sign_form, sign_json
 
 # Twilio's published test vector (token 12345). Note: the vector's Caller/From are +14158675309; with any other
 # number (e.g. +12349013030) these parameters do not produce RSOYDt4T1cUTdK1PDd93/VVr8B8=.
