@@ -11,7 +11,8 @@ from shared import routes, sender
 from shared.webhooks import WebhookRequest
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
-INBOUND = {"arg_name": "inbound", "queue_name": "%INBOUND_QUEUE%", "connection": "AzureWebJobsStorage"}
+STORAGE = {"connection": "AzureWebJobsStorage"}
+INBOUND = {"arg_name": "inbound", "queue_name": "%INBOUND_QUEUE%", **STORAGE}
 
 
 def _request(req: func.HttpRequest) -> WebhookRequest:
@@ -59,15 +60,14 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 
 
 # ---------------------------------------------------------------- outbound: queue-triggered sends + status callbacks
-QUEUE = {"connection": "AzureWebJobsStorage"}
 
 
-@app.queue_trigger(arg_name="msg", queue_name="%SMS_QUEUE%", **QUEUE)
+@app.queue_trigger(arg_name="msg", queue_name="%SMS_QUEUE%", **STORAGE)
 def send_sms(msg: func.QueueMessage) -> None:
     sender.process_sms(msg.get_body(), msg.id or "", msg.dequeue_count or 1)
 
 
-@app.queue_trigger(arg_name="msg", queue_name="%CALL_QUEUE%", **QUEUE)
+@app.queue_trigger(arg_name="msg", queue_name="%CALL_QUEUE%", **STORAGE)
 def place_call(msg: func.QueueMessage) -> None:
     sender.process_call(msg.get_body(), msg.id or "", msg.dequeue_count or 1)
 

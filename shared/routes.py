@@ -13,8 +13,9 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from . import __version__, inbound, secrets, twiml
+from . import __version__, inbound, secrets, status_callbacks, storage, twiml
 from .config import MissingSettingError, get_settings
+from .outbound import Kind
 from .webhooks import MalformedRequestError, Params, WebhookRejected, WebhookRequest, verify
 
 log = logging.getLogger("switchboard.routes")
@@ -37,32 +38,29 @@ def _text(status: int, message: str) -> Reply:
     return Reply(status=status, body=message + "\n", content_type="text/plain; charset=utf-8")
 
 
-def _storage_error(exc: Exception) -> bool:
+def answer_webhook(req: WebhookRequest, handler: Callable[[Params], Reply]) -> Reply:
+    """Verify the request's signature, run ``handler`` on its parameters, and map failures to status codes."""
     try:
-        from azure.core.exceptions import AzureError
-    except ImportError:  # pragma: no cover - azure-core is a runtime dependency
-        return False
-    return isinstance(exc, AzureError)
+        return handler(verify(req))
+    except WebhookRejected as exc:
+        # A forged request gets no TwiML, only the status and a reason.
+        return _text(exc.status, exc.reason)
+    except (MissingSettingError, secrets.SecretUnavailableError) as exc:
+        log.error("%s %s unavailable: %s", req.method, req.path, exc)
+        return _text(503, "service not configured")
+    except Exception as exc:  # noqa: BLE001
+        if storage.is_storage_error(exc):
+            log.error("%s %s: storage unavailable: %s", req.method, req.path, type(exc).__name__)
+            return _text(503, "storage unavailable")
+        raise
 
 
 def twilio_webhook(handler: Callable[[Params], Reply]) -> Callable[[WebhookRequest], Reply]:
-    """Verify the request's signature, run ``handler`` on its parameters, and map failures to status codes."""
+    """Decorator form of :func:`answer_webhook` for handlers that need only the parameters."""
 
     @functools.wraps(handler)
     def route(req: WebhookRequest) -> Reply:
-        try:
-            return handler(verify(req))
-        except WebhookRejected as exc:
-            # A forged request gets no TwiML, only the status and a reason.
-            return _text(exc.status, exc.reason)
-        except (MissingSettingError, secrets.SecretUnavailableError) as exc:
-            log.error("%s %s unavailable: %s", req.method, req.path, exc)
-            return _text(503, "service not configured")
-        except Exception as exc:  # noqa: BLE001
-            if _storage_error(exc):
-                log.error("%s %s: storage unavailable: %s", req.method, req.path, type(exc).__name__)
-                return _text(503, "storage unavailable")
-            raise
+        return answer_webhook(req, handler)
 
     return route
 
@@ -116,8 +114,6 @@ def sms(params: Params) -> Reply:
 
 def health(req: WebhookRequest | None = None) -> Reply:
     """Version and whether storage and secrets are reachable; never a secret's value."""
-    from . import storage
-
     secrets_ok = secrets.secrets_readable()  # cached: health checks do not read the vault each time
     storage_ok = storage.storage_reachable()
     body = {"status": "ok" if storage_ok and secrets_ok else "degraded", "version": __version__,
@@ -125,18 +121,15 @@ def health(req: WebhookRequest | None = None) -> Reply:
     return Reply(status=200, body=json.dumps(body), content_type="application/json")
 
 
-# ---------------------------------------------------------------- status callbacks of outbound sends (issue 3)
+# ---------------------------------------------------------------- status callbacks of outbound sends
 
 
-def _status_callback(kind: str, req: WebhookRequest) -> Reply:
-    from . import status_callbacks
-
-    @twilio_webhook
+def _status_callback(kind: Kind, req: WebhookRequest) -> Reply:
     def apply(params: Params) -> Reply:
-        status_callbacks.handle(kind, req.query_params, params)  # type: ignore[arg-type]
+        status_callbacks.handle(kind, req.query_params, params)  # the id is in the callback URL's query
         return Reply(status=204, body="", content_type="text/plain; charset=utf-8")
 
-    return apply(req)
+    return answer_webhook(req, apply)
 
 
 def status_message(req: WebhookRequest) -> Reply:

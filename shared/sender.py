@@ -123,7 +123,7 @@ def process(kind: Kind, body: bytes | str, queue_message_id: str, dequeue_count:
         log.error("outbound %s id=%s retry: %s", kind, _guess_id(delivery), reason)
         raise RetryLaterError(reason) from None
     except Exception as exc:  # noqa: BLE001 - storage or other dependency errors are transient
-        if not _is_storage_error(exc):
+        if not storage.is_storage_error(exc):
             raise
         reason = f"storage unavailable: {type(exc).__name__}"
         if delivery.last_try:
@@ -364,11 +364,3 @@ def _guess_to(d: _Delivery) -> str | None:
     document = _decoded_document(d)
     to = document.get("to") if document else None
     return to if isinstance(to, str) else None
-
-
-def _is_storage_error(exc: BaseException) -> bool:
-    try:
-        from azure.core.exceptions import AzureError
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, AzureError)

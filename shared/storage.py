@@ -126,3 +126,10 @@ def reset_clients() -> None:
     """Forget clients (tests point the app at a fresh Azurite)."""
     with _lock:
         _clients.clear()
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` came from an Azure SDK call (storage down, throttled, …): transient for callers."""
+    from azure.core.exceptions import AzureError
+
+    return isinstance(exc, AzureError)
