@@ -104,6 +104,23 @@ class WebhookRequest:
         return Params(parse_qs(self.query, keep_blank_values=True))
 
 
+_reported: set[str] = set()
+
+
+def _log_unavailable_once(reason: str) -> None:
+    """One error line per distinct reason, not one per request (a misconfigured app gets every webhook)."""
+    if reason in _reported:
+        log.debug("cannot check webhook signatures: %s", reason)
+        return
+    _reported.add(reason)
+    log.error("cannot check webhook signatures: %s", reason)
+
+
+def forget_reported() -> None:
+    """Log configuration problems again (tests reset the app between cases)."""
+    _reported.clear()
+
+
 def public_url_for(path: str, query: str = "", base_url: str | None = None) -> str:
     """The URL Twilio called: ``PUBLIC_BASE_URL`` + path + the raw query string."""
     if base_url is None:
@@ -166,7 +183,7 @@ def verify(req: WebhookRequest) -> Params:
     try:
         token = secrets.get_secret(secrets.AUTH_TOKEN)
     except secrets.SecretUnavailableError as exc:
-        log.error("cannot check webhook signatures: %s", exc)
+        _log_unavailable_once(str(exc))
         raise NotConfiguredError("webhook signing secret unavailable") from None
     if _signature_ok(token, url, signed, signature, algorithm):
         return params

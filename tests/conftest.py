@@ -42,11 +42,12 @@ _APP_SETTINGS = [
 
 def reset_app_state() -> None:
     """Forget every process-wide cache the app keeps (settings, secrets, storage and Twilio clients)."""
-    from shared import config, secrets, storage
+    from shared import config, secrets, storage, webhooks
 
     config.reset_settings()
     secrets.reset_secrets()
     storage.reset_clients()
+    webhooks.forget_reported()
     try:
         from shared import twilio_api
     except ImportError:
