@@ -32,6 +32,10 @@ param twilioAuthToken string = ''
 @description('Twilio API key secret (optional). Non-empty = written to Key Vault as secret twilio-api-key-secret.')
 param twilioApiKeySecret string = ''
 
+@secure()
+@description('Twilio webhook SharedKey secret (optional, for Webhook Rules). Non-empty = Key Vault secret twilio-webhook-shared-key.')
+param twilioWebhookSharedKey string = ''
+
 @description('Twilio account SID (AC...).')
 param twilioAccountSid string = ''
 
@@ -162,6 +166,7 @@ module keyVault 'modules/keyvault.bicep' = {
     tags: tags
     twilioAuthToken: twilioAuthToken
     twilioApiKeySecret: twilioApiKeySecret
+    twilioWebhookSharedKey: twilioWebhookSharedKey
     secretExpiryDays: twilioSecretExpiryDays
   }
 }

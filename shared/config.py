@@ -51,6 +51,8 @@ SETTINGS: tuple[Setting, ...] = (
     # Local-only secrets: never app settings in Azure (the vault holds them there).
     Setting("TWILIO_AUTH_TOKEN", secret=True, doc="local runs only: auth token when KEY_VAULT_URL is empty"),
     Setting("TWILIO_API_KEY_SECRET", secret=True, doc="local runs only: API key secret when KEY_VAULT_URL is empty"),
+    Setting("TWILIO_WEBHOOK_SHARED_KEY", secret=True,
+            doc="local runs only: Twilio webhook SharedKey secret (Webhook Rules) when KEY_VAULT_URL is empty"),
 )
 SETTING_NAMES = frozenset(s.name for s in SETTINGS)
 

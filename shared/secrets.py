@@ -36,9 +36,13 @@ log = logging.getLogger("switchboard.secrets")
 
 AUTH_TOKEN = "twilio-auth-token"
 API_KEY_SECRET = "twilio-api-key-secret"
+# Twilio signs with a SharedKey instead of the auth token when a Webhook Rule applies (then it sends
+# X-Twilio-Webhooks-Signature-Settings); only needed by apps that configured one.
+WEBHOOK_SHARED_KEY = "twilio-webhook-shared-key"
 
 # Environment variable that holds each secret when no vault is configured.
-ENV_NAMES = {AUTH_TOKEN: "TWILIO_AUTH_TOKEN", API_KEY_SECRET: "TWILIO_API_KEY_SECRET"}
+ENV_NAMES = {AUTH_TOKEN: "TWILIO_AUTH_TOKEN", API_KEY_SECRET: "TWILIO_API_KEY_SECRET",
+             WEBHOOK_SHARED_KEY: "TWILIO_WEBHOOK_SHARED_KEY"}
 
 # A vault that is down or slow must not hold a webhook (Twilio waits 15 s) or a send for minutes: the SDK's
 # defaults are 10 retries and 300 s socket timeouts. ``timeout`` bounds one read, retries included.

@@ -2,7 +2,9 @@
 
 Why not ``req.url``: inside Azure the worker sees an internal host, so the URL Twilio signed is rebuilt from
 ``PUBLIC_BASE_URL`` + the path + the query string exactly as received (it may hold ``code=``).
-twilio's ``RequestValidator`` does the crypto (HMAC-SHA1, HMAC-SHA256, ``bodySHA256`` for JSON bodies).
+twilio's ``RequestValidator`` does the crypto (HMAC-SHA1, HMAC-SHA256, ``bodySHA256`` for JSON bodies). The key is
+the auth token, or, when Twilio sends ``X-Twilio-Webhooks-Signature-Settings`` (a Webhook Rule applies), the
+SharedKey secret with the algorithm that header names.
 """
 
 from __future__ import annotations
@@ -175,25 +177,28 @@ def verify(req: WebhookRequest) -> Params:
     signature = req.header(SIGNATURE_HEADER)
     if not signature:
         raise SignatureInvalidError(f"missing {SIGNATURE_HEADER} header")
-    algorithm = get_signature_algorithm(req.header(SIGNATURE_SETTINGS_HEADER))
+    settings_header = req.header(SIGNATURE_SETTINGS_HEADER)
+    algorithm = get_signature_algorithm(settings_header)
+    # Twilio signs with the auth token, or with a Webhook Rule's SharedKey when it sends the settings header.
+    secret_name = secrets.WEBHOOK_SHARED_KEY if settings_header else secrets.AUTH_TOKEN
     # For GET the parameters are part of the signed URL; for JSON the body hash is (bodySHA256).
     signed: Params | str = raw_json if raw_json is not None else (Params() if req.method.upper() == "GET" else params)
     if raw_json is not None and "bodySHA256=" not in req.query:
         raise SignatureInvalidError("JSON body without bodySHA256 in the URL")
     try:
-        token = secrets.get_secret(secrets.AUTH_TOKEN)
+        key = secrets.get_secret(secret_name)
     except secrets.SecretUnavailableError as exc:
         _log_unavailable_once(str(exc))
         raise NotConfiguredError("webhook signing secret unavailable") from None
-    if _signature_ok(token, url, signed, signature, algorithm):
+    if _signature_ok(key, url, signed, signature, algorithm):
         return params
-    # The token may have been rotated: re-read it once (rate-limited) and check again.
-    if secrets.refresh_secret(secrets.AUTH_TOKEN, min_interval=SIGNATURE_REFRESH_SECONDS):
+    # The key may have been rotated: re-read it once (rate-limited) and check again.
+    if secrets.refresh_secret(secret_name, min_interval=SIGNATURE_REFRESH_SECONDS):
         try:
-            fresh = secrets.get_secret(secrets.AUTH_TOKEN)
+            fresh = secrets.get_secret(secret_name)
         except secrets.SecretUnavailableError:
-            fresh = token
-        if fresh != token and _signature_ok(fresh, url, signed, signature, algorithm):
+            fresh = key
+        if fresh != key and _signature_ok(fresh, url, signed, signature, algorithm):
             return params
     log.warning("rejected webhook %s %s: signature does not match", req.method, req.path)
     raise SignatureInvalidError("signature does not match")

@@ -14,7 +14,7 @@ import azure.functions as func
 import pytest
 
 from tests.standin.http import OutBox
-from tests.twilio_signing import PUBLIC_BASE_URL, TEST_AUTH_TOKEN, form_body, sign_form
+from tests.twilio_signing import PUBLIC_BASE_URL, TEST_AUTH_TOKEN, TEST_SHARED_KEY, form_body, sign_form
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -24,6 +24,7 @@ TEST_FROM = "+15005550006"
 BASE_ENV = {
     "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
     "TWILIO_AUTH_TOKEN": TEST_AUTH_TOKEN,
+    "TWILIO_WEBHOOK_SHARED_KEY": TEST_SHARED_KEY,
     "TWILIO_ACCOUNT_SID": TEST_ACCOUNT_SID,
     "TWILIO_FROM_NUMBER": TEST_FROM,
     "SMS_QUEUE": "outbound-sms",
@@ -98,13 +99,15 @@ def http_request(method: str, path: str, *, body: bytes = b"", query: str = "",
     return func.HttpRequest(method=method, url=url, headers=headers or {}, params={}, route_params={}, body=body)
 
 
-def signed_form_request(path: str, params: dict, *, query: str = "", token: str = TEST_AUTH_TOKEN,
-                        algorithm: str = "HMAC_SHA1") -> func.HttpRequest:
-    """A POST exactly as Twilio sends it to ``PUBLIC_BASE_URL`` + path (+ query)."""
+def signed_form_request(path: str, params: dict, *, query: str = "", token: str | None = None,
+                        algorithm: str = "HMAC_SHA1", shared_key: bool = False) -> func.HttpRequest:
+    """A POST exactly as Twilio sends it to ``PUBLIC_BASE_URL`` + path (+ query): signed with the auth token, or,
+    with ``shared_key`` (a Webhook Rule), with the SharedKey and the settings header naming ``algorithm``."""
     public = PUBLIC_BASE_URL + path + (f"?{query}" if query else "")
+    key = token or (TEST_SHARED_KEY if shared_key else TEST_AUTH_TOKEN)
     headers = {"Content-Type": "application/x-www-form-urlencoded",
-               "X-Twilio-Signature": sign_form(public, params, token, algorithm)}
-    if algorithm != "HMAC_SHA1":
+               "X-Twilio-Signature": sign_form(public, params, key, algorithm)}
+    if shared_key:
         headers["X-Twilio-Webhooks-Signature-Settings"] = f"key=webhooks_sharedkey_test,algorithm={algorithm}"
     return http_request("POST", path, body=form_body(params), query=query, headers=headers)
 
@@ -185,6 +188,7 @@ def all_log_text(caplog: pytest.LogCaptureFixture) -> Callable[[], str]:
 from tests.secret_scan import LogRecorder, register_secret  # noqa: E402
 
 register_secret(TEST_AUTH_TOKEN)
+register_secret(TEST_SHARED_KEY)
 VAULT_AUTH_TOKEN = register_secret("vault-auth-token-7c1e9a0b5d2f4e68a1")
 VAULT_API_KEY_SECRET = register_secret("vault-api-key-secret-3b8d6f1a9e2c07")
 

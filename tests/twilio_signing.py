@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from twilio.request_validator import RequestValidator
 
 TEST_AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+TEST_SHARED_KEY = "test-webhook-shared-key-fedcba9876543210"
 PUBLIC_BASE_URL = "https://switchboard.example.net"
 
 

@@ -10,6 +10,9 @@ param twilioAuthToken string = ''
 @secure()
 param twilioApiKeySecret string = ''
 
+@secure()
+param twilioWebhookSharedKey string = ''
+
 @description('Days until a secret written by this deployment counts as expired (rotation reminder).')
 @minValue(1)
 param secretExpiryDays int = 365
@@ -60,6 +63,16 @@ module apiKeySecret 'secret.bicep' = if (!empty(twilioApiKeySecret)) {
     vaultName: vault.name
     name: 'twilio-api-key-secret'
     value: twilioApiKeySecret
+    expiresOn: secretExpiresOn
+  }
+}
+
+module webhookSharedKey 'secret.bicep' = if (!empty(twilioWebhookSharedKey)) {
+  name: 'secret-twilio-webhook-shared-key'
+  params: {
+    vaultName: vault.name
+    name: 'twilio-webhook-shared-key'
+    value: twilioWebhookSharedKey
     expiresOn: secretExpiresOn
   }
 }

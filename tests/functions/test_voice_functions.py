@@ -139,8 +139,9 @@ def test_dropping_the_function_key_from_the_query_breaks_the_signature(call_func
     assert call_function("voice", dropped)[0].status_code == 403
 
 
-def test_sha256_signed_call_is_answered(call_function):
-    response, _ = call_function("voice", signed_form_request("/api/voice", CALL, algorithm="HMAC_SHA256"))
+def test_call_signed_with_a_webhook_rules_shared_key_and_sha256_is_answered(call_function):
+    req = signed_form_request("/api/voice", CALL, algorithm="HMAC_SHA256", shared_key=True)
+    response, _ = call_function("voice", req)
     assert verbs(response)[0].tag == "Say"
 
 

@@ -136,7 +136,7 @@ def test_storage_is_identity_based_with_no_connection_string(app_settings: dict[
 
 def test_no_secret_and_no_flex_rejected_setting_is_an_app_setting(app_settings: dict[str, Any]) -> None:
     secret_names = {s.name for s in SETTINGS if s.secret}
-    assert secret_names == {"TWILIO_AUTH_TOKEN", "TWILIO_API_KEY_SECRET"}
+    assert secret_names == {"TWILIO_AUTH_TOKEN", "TWILIO_API_KEY_SECRET", "TWILIO_WEBHOOK_SHARED_KEY"}
     assert not (secret_names | FLEX_REJECTED_SETTINGS) & set(app_settings)
 
 
@@ -177,7 +177,7 @@ def test_no_app_setting_value_is_or_carries_a_secret(app_settings_raw: dict[str,
     assert [n for n, p in module["parameters"].items()
             if any(d["type"] == "secure" for d in p["decorators"])] == []
     secure = {n for n, p in main["parameters"].items() if any(d["type"] == "secure" for d in p["decorators"])}
-    assert secure == {"twilioAuthToken", "twilioApiKeySecret"}
+    assert secure == {"twilioAuthToken", "twilioApiKeySecret", "twilioWebhookSharedKey"}
     bound = json.dumps(config(main["modules"]["api"])["params"])
     assert [n for n in secure if re.search(rf"\b{n}\b", bound)] == []
 
@@ -192,7 +192,7 @@ def test_secure_token_only_reaches_key_vault_secrets(main: dict[str, Any], bicep
     assert [n for n, text in bound.items() if "twilioAuthToken" in text] == ["keyVault"]
     kv = bicep["modules/keyvault.bicep"]["modules"]
     secrets = {config(m)["params"]["name"]: m for m in kv.values()}
-    assert set(secrets) == {"twilio-auth-token", "twilio-api-key-secret"}
+    assert set(secrets) == {"twilio-auth-token", "twilio-api-key-secret", "twilio-webhook-shared-key"}
     token = secrets["twilio-auth-token"]
     assert config(token)["params"]["value"] == "twilioAuthToken"
     assert "empty" in json.dumps(token["config"]["condition"]), "secret must be written only when non-empty"

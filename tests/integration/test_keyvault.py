@@ -243,3 +243,26 @@ def test_fake_vault_answers_the_versioned_and_trailing_slash_forms(keyvault):
                            verify=verify, timeout=5)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "SecretNotFound"
     wait_until(lambda: keyvault.reads("probe-secret") == 4, 5, "the fake to count 4 reads")
+
+
+# ---------------------------------------------------------------- Webhook Rules: the SharedKey from the vault
+
+VAULT_SHARED_KEY = register_secret("vault-webhook-shared-key-5a7c2e91b0")
+
+
+def test_webhook_signed_with_the_shared_key_is_checked_with_the_vaults_shared_key(keyvault, call_function):
+    keyvault.set_secret(secrets.WEBHOOK_SHARED_KEY, VAULT_SHARED_KEY)
+    for _ in range(3):
+        req = signed_form_request("/api/voice", CALL, token=VAULT_SHARED_KEY, algorithm="HMAC_SHA256",
+                                  shared_key=True)
+        assert call_function("voice", req)[0].status_code == 200
+    # Signed with the auth token but claiming a Webhook Rule: the shared key decides, so it is forged.
+    forged = signed_form_request("/api/voice", CALL, token=VAULT_AUTH_TOKEN, algorithm="HMAC_SHA256", shared_key=True)
+    assert call_function("voice", forged)[0].status_code == 403
+    assert keyvault.reads(secrets.WEBHOOK_SHARED_KEY) <= 2  # one read, plus at most one rate-limited refresh
+    assert keyvault.reads(secrets.AUTH_TOKEN) == 0
+
+
+def test_shared_key_signed_webhook_without_the_secret_in_the_vault_is_503(keyvault, call_function):
+    req = signed_form_request("/api/voice", CALL, token=VAULT_SHARED_KEY, algorithm="HMAC_SHA256", shared_key=True)
+    assert call_function("voice", req)[0].status_code == 503

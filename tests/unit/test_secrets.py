@@ -83,7 +83,8 @@ def test_without_a_vault_a_changed_variable_is_seen_at_once(monkeypatch):
 
 def test_env_names_map_each_secret_to_its_variable():
     assert secrets.ENV_NAMES == {"twilio-auth-token": "TWILIO_AUTH_TOKEN",
-                                 "twilio-api-key-secret": "TWILIO_API_KEY_SECRET"}
+                                 "twilio-api-key-secret": "TWILIO_API_KEY_SECRET",
+                                 "twilio-webhook-shared-key": "TWILIO_WEBHOOK_SHARED_KEY"}
 
 
 # ---------------------------------------------------------------- refresh rate limit

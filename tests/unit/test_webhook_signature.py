@@ -14,7 +14,7 @@ from shared.webhooks import (
     public_url_for,
     verify,
 )
-from tests.twilio_signing import PUBLIC_BASE_URL, form_body, sign_form, sign_json
+from tests.twilio_signing import PUBLIC_BASE_URL, TEST_AUTH_TOKEN, TEST_SHARED_KEY, form_body, sign_form, sign_json
 
 # Twilio's published test vector (token 12345). Note: the vector's Caller/From are +14158675309; with any other
 # number (e.g. +12349013030) these parameters do not produce RSOYDt4T1cUTdK1PDd93/VVr8B8=.
@@ -76,15 +76,52 @@ def test_signature_from_another_token_is_rejected():
         verify(form_request("/api/sms", params, sign_form(PUBLIC_BASE_URL + "/api/sms", params, token="other")))
 
 
-def test_sha256_signature_named_in_settings_header_is_accepted():
+SHARED_SHA256 = {"X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_1,algorithm=HMAC_SHA256"}
+
+
+def test_sha256_signature_with_the_shared_key_named_in_settings_header_is_accepted():
     params = {"From": "+14155552345", "Body": "sha"}
     url = PUBLIC_BASE_URL + "/api/sms"
-    sig = sign_form(url, params, algorithm="HMAC_SHA256")
-    settings = {"X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_1,algorithm=HMAC_SHA256"}
-    assert verify(form_request("/api/sms", params, sig, extra=settings)).first("Body") == "sha"
-    # The same SHA-256 signature without the header is checked as SHA-1 and fails.
+    sig = sign_form(url, params, TEST_SHARED_KEY, algorithm="HMAC_SHA256")
+    assert verify(form_request("/api/sms", params, sig, extra=SHARED_SHA256)).first("Body") == "sha"
+    # The same SHA-256 signature without the header is checked as SHA-1 with the auth token and fails.
     with pytest.raises(SignatureInvalidError):
         verify(form_request("/api/sms", params, sig))
+
+
+def test_settings_header_means_the_shared_key_not_the_auth_token():
+    params = {"From": "+14155552345"}
+    url = PUBLIC_BASE_URL + "/api/sms"
+    with_token = sign_form(url, params, TEST_AUTH_TOKEN, algorithm="HMAC_SHA256")
+    with pytest.raises(SignatureInvalidError):
+        verify(form_request("/api/sms", params, with_token, extra=SHARED_SHA256))
+
+
+def test_shared_key_with_sha1_named_in_settings_header_is_accepted():
+    params = {"From": "+14155552345"}
+    sig = sign_form(PUBLIC_BASE_URL + "/api/sms", params, TEST_SHARED_KEY, algorithm="HMAC_SHA1")
+    header = {"X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_1,algorithm=HMAC_SHA1"}
+    assert verify(form_request("/api/sms", params, sig, extra=header))
+
+
+def test_unknown_algorithm_in_settings_header_is_rejected():
+    params = {"From": "+14155552345"}
+    sig = sign_form(PUBLIC_BASE_URL + "/api/sms", params, TEST_SHARED_KEY, algorithm="HMAC_SHA256")
+    header = {"X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_1,algorithm=HMAC_SHA512"}
+    with pytest.raises(SignatureInvalidError):
+        verify(form_request("/api/sms", params, sig, extra=header))
+
+
+def test_shared_key_signed_request_without_a_shared_key_configured_is_503_naming_it(monkeypatch, set_env, caplog):
+    monkeypatch.delenv("TWILIO_WEBHOOK_SHARED_KEY")
+    set_env()
+    params = {"From": "+14155552345"}
+    sig = sign_form(PUBLIC_BASE_URL + "/api/sms", params, TEST_SHARED_KEY, algorithm="HMAC_SHA256")
+    with pytest.raises(NotConfiguredError):
+        verify(form_request("/api/sms", params, sig, extra=SHARED_SHA256))
+    assert "TWILIO_WEBHOOK_SHARED_KEY" in caplog.text
+    # Requests signed with the auth token still work.
+    assert verify(form_request("/api/sms", params, sign_form(PUBLIC_BASE_URL + "/api/sms", params)))
 
 
 def test_json_body_signed_with_body_sha256_is_accepted_and_tampering_is_not():
