@@ -48,6 +48,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FORWARD_TO_NUMBER", doc="menu option 0 dials this number; empty = option off"),
     Setting("SECRET_CACHE_SECONDS", "300", doc="how long secrets are cached in process"),
     Setting("TWILIO_HTTP_TIMEOUT_SECONDS", "10", doc="timeout of every Twilio REST request"),
+    Setting("RECONCILE_SETTLE_SECONDS", "60",
+            doc="a send in doubt not found in Twilio's list this long after its attempt is sent again"),
     # Local-only secrets: never app settings in Azure (the vault holds them there).
     Setting("TWILIO_AUTH_TOKEN", secret=True, doc="local runs only: auth token when KEY_VAULT_URL is empty"),
     Setting("TWILIO_API_KEY_SECRET", secret=True, doc="local runs only: API key secret when KEY_VAULT_URL is empty"),
@@ -86,6 +88,7 @@ class Settings:
     forward_to_number: str
     secret_cache_seconds: float
     twilio_http_timeout: float
+    reconcile_settle_seconds: float = 60.0
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def require(self, name: str) -> str:
@@ -133,6 +136,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         forward_to_number=_read(env, "FORWARD_TO_NUMBER"),
         secret_cache_seconds=_number(env, "SECRET_CACHE_SECONDS"),
         twilio_http_timeout=_number(env, "TWILIO_HTTP_TIMEOUT_SECONDS"),
+        reconcile_settle_seconds=_number(env, "RECONCILE_SETTLE_SECONDS"),
         raw={s.name: _read(env, s.name) for s in SETTINGS if not s.secret},
     )
 

@@ -12,6 +12,11 @@ Row (PartitionKey ``sms`` | ``call``, RowKey = id):
   or ``failed`` / ``rejected`` (dead-lettered with ``last_error``).
 - ``twilio_status``: the latest status Twilio reported (create answer or callback); callbacks only move it forward.
 - ``sid``, ``attempts``, ``last_error``, ``error_code``, ``claimed_at``, ``updated_at``.
+- ``resolution``: how a send in doubt was settled by reading Twilio back (``found``, ``resent``, ``ambiguous``),
+  with ``resolution_detail``.
+
+SID index rows (PartitionKey ``sid-`` + the SID's last two hex digits, RowKey = SID, ``id``, ``kind``) say which id
+a Twilio SID was recorded for, so reconciliation never takes another id's message for its own.
 """
 
 from __future__ import annotations
@@ -155,10 +160,11 @@ def status_rank(kind: str, status: str) -> int:
     return (_MESSAGE_ORDER if kind == "sms" else _CALL_ORDER).get(status.lower(), 0)
 
 
-def record_sent(row: Row, sid: str, twilio_status: str, *, max_tries: int = 8) -> Row:
+def record_sent(row: Row, sid: str, twilio_status: str, *, max_tries: int = 8, **extra: Any) -> Row:
     """After Twilio accepted a send: store the SID; status ``sent`` unless a callback already said more."""
+    remember_sid(row.kind, sid, row.id)
     for _ in range(max_tries):
-        values: dict[str, Any] = {"sid": sid, "last_error": ""}
+        values: dict[str, Any] = {"sid": sid, "last_error": "", **extra}
         if not row.twilio_status:
             values["status"] = "sent"
             values["twilio_status"] = twilio_status
@@ -187,6 +193,7 @@ def apply_callback(kind: str, ident: str, twilio_status: str, *, sid: str = "", 
         newer = status_rank(kind, twilio_status) > status_rank(kind, row.twilio_status) or not row.twilio_status
         values: dict[str, Any] = {}
         if sid and not row.sid:
+            remember_sid(kind, sid, ident)
             values["sid"] = sid
         if newer and twilio_status:
             values.update(status=twilio_status, twilio_status=twilio_status)
@@ -199,3 +206,26 @@ def apply_callback(kind: str, ident: str, twilio_status: str, *, sid: str = "", 
         except LedgerConflictError:
             continue
     raise LedgerConflictError(f"{kind}/{ident}: too many concurrent changes")
+
+
+def _sid_partition(sid: str) -> str:
+    return "sid-" + (sid[-2:].lower() if len(sid) >= 2 else "00")
+
+
+def remember_sid(kind: str, sid: str, ident: str) -> None:
+    """Index ``sid`` → ``ident`` (an upsert: the same pair may be written by the send and by a callback)."""
+    if not sid:
+        return
+    storage.table(TABLE).upsert_entity({"PartitionKey": _sid_partition(sid), "RowKey": sid, "id": ident,
+                                        "kind": kind})
+
+
+def id_for_sid(kind: str, sid: str) -> str | None:
+    """The id a Twilio SID was recorded for, or None when the ledger never saw it."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        entity = storage.table(TABLE).get_entity(partition_key=_sid_partition(sid), row_key=sid)
+    except ResourceNotFoundError:
+        return None
+    return str(entity.get("id") or "") or None

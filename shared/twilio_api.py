@@ -276,3 +276,93 @@ def _redact(text: str) -> str:
     from .redact import mask_numbers_in
 
     return mask_numbers_in(text)
+
+
+# ---------------------------------------------------------------- reading back (reconciliation)
+
+
+class TwilioReadError(TwilioSendError):
+    """Twilio's Messages / Calls list could not be read (timeout, 5xx, 429, auth): nothing can be concluded."""
+
+
+@dataclass(frozen=True)
+class RecordedSend:
+    """A message or call as Twilio's list shows it: what reconciliation compares with the send in doubt."""
+
+    sid: str
+    status: str
+    to: str
+    from_: str
+    messaging_service_sid: str
+    body: str
+    num_media: int
+    direction: str
+    created: Any  # datetime (UTC) or None when Twilio gave none
+
+
+@dataclass(frozen=True)
+class ReadBack:
+    """What a bounded read of Twilio's list found. ``complete`` is False when a bound (pages, time) stopped the read
+    before it reached resources older than ``created_after``: absence then proves nothing."""
+
+    items: tuple[RecordedSend, ...]
+    complete: bool
+    pages: int
+
+
+def list_recent(kind: str, *, to: str, from_: str | None, created_after: Any, page_size: int = 50,
+                max_pages: int = 4, budget_seconds: float = 15.0) -> ReadBack:
+    """Twilio's ``Messages.json`` / ``Calls.json`` filtered on ``To`` (and ``From`` when known), newest first,
+    until the resources are older than ``created_after``.
+
+    No date filter is sent: Twilio's ``DateSent`` / ``StartTime`` filters skip a message still queued or a call not
+    yet started, which is exactly the send in doubt. Paging stops at ``max_pages`` or after ``budget_seconds``.
+    Raises :class:`TwilioReadError` when Twilio cannot be read.
+    """
+    import time
+
+    deadline = time.monotonic() + budget_seconds
+    filters: dict[str, Any] = {"to": to, "page_size": page_size}
+    if from_:
+        filters["from_"] = from_
+    client = get_client()
+    resource = client.messages if kind == "sms" else client.calls
+    items: list[RecordedSend] = []
+    try:
+        page = resource.page(**filters)
+        pages = 1
+        while True:
+            oldest_seen = False
+            for record in page:
+                item = _recorded(kind, record)
+                if item.created is not None and item.created < created_after:
+                    oldest_seen = True
+                    break
+                items.append(item)
+            next_url = page.next_page_url
+            if oldest_seen or not next_url:
+                return ReadBack(tuple(items), complete=True, pages=pages)
+            if pages >= max_pages or time.monotonic() >= deadline:
+                return ReadBack(tuple(items), complete=False, pages=pages)
+            page = page.next_page()
+            pages += 1
+            if page is None:
+                return ReadBack(tuple(items), complete=True, pages=pages)
+    except TwilioSendError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - classified; anything unexpected is "unreadable" too
+        classified = classify(exc)
+        reason = classified.reason if isinstance(classified, TwilioSendError) else _short(exc)
+        raise TwilioReadError(f"cannot read Twilio's {'Messages' if kind == 'sms' else 'Calls'} list: "
+                              f"{reason}") from exc
+
+
+def _recorded(kind: str, record: Any) -> RecordedSend:
+    if kind == "sms":
+        return RecordedSend(sid=record.sid or "", status=str(record.status or ""), to=record.to or "",
+                            from_=record.from_ or "", messaging_service_sid=record.messaging_service_sid or "",
+                            body=record.body or "", num_media=int(record.num_media or 0),
+                            direction=str(record.direction or ""), created=record.date_created)
+    return RecordedSend(sid=record.sid or "", status=str(record.status or ""), to=record.to or "",
+                        from_=getattr(record, "_from", None) or "", messaging_service_sid="", body="", num_media=0,
+                        direction=str(record.direction or ""), created=record.date_created)

@@ -4,9 +4,15 @@
 - Records every request (parsed form with repeated keys, e.g. several ``MediaUrl``), checks basic auth.
 - Answers 201 with bodies shaped like Twilio's OpenAPI spec (``api.v2010.account.message`` / ``.call``).
 - Injects faults per request (``fail_next``) or by probability (``fault_rate``): 429/20429, 500, 400/21211,
-  400/21610, 401/20003, a slow answer past the client's timeout (the message *is* created, as Twilio would),
+  400/21610, 401/20003, a slow answer past the client's timeout (the message is created at once and answered
+  late, as Twilio would),
   and a connection reset before anything is processed.
 - Posts signed status callbacks (twilio's ``RequestValidator.compute_signature``) to a URL you give.
+- Lists what it created, as Twilio does for reconciliation: ``GET Messages.json`` (``To``, ``From``, ``DateSent``,
+  ``DateSent<``, ``DateSent>``) and ``GET Calls.json`` (``To``, ``From``, ``Status``, ``StartTime`` and its
+  ``<``/``>`` forms), newest first, paged with ``PageSize`` / ``Page`` / ``PageToken`` and ``next_page_uri``.
+  ``list_lag`` hides a new resource from lists for that many seconds (Twilio's lists are eventually consistent);
+  ``fail_lists_next`` makes the next list reads answer 500, 429 or hang (``slow``).
 """
 
 from __future__ import annotations
@@ -20,10 +26,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from email.utils import formatdate
+from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 from twilio.request_validator import RequestValidator
@@ -78,7 +84,11 @@ class TwilioFake:
     fault_choices: tuple[str, ...] = TRANSIENT_FAULTS
     slow_seconds: float = 2.0
     seed: int = 1234
+    list_lag: float = 0.0
     requests: list[Recorded] = field(default_factory=list)
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    list_reads: list[dict[str, list[str]]] = field(default_factory=list)
+    _next_list_faults: list[str] = field(default_factory=list)
     _next_faults: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -98,6 +108,14 @@ class TwilioFake:
         with self._lock:
             self._next_faults.extend(faults)
 
+    def fail_lists_next(self, *faults: str) -> None:
+        """The next list reads get these faults (``429``, ``500``, ``slow``), in order."""
+        unknown = [f for f in faults if f not in ("429", "500", "slow")]
+        if unknown:
+            raise ValueError(f"unknown list faults {unknown}")
+        with self._lock:
+            self._next_list_faults.extend(faults)
+
     def created(self, kind: str | None = None) -> list[Recorded]:
         with self._lock:
             return [r for r in self.requests if r.created and (kind is None or r.kind == kind)]
@@ -105,7 +123,10 @@ class TwilioFake:
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.resources.clear()
+            self.list_reads.clear()
             self._next_faults.clear()
+            self._next_list_faults.clear()
             self.fault_rate = 0.0
 
     def _pick_fault(self) -> str:
@@ -131,6 +152,9 @@ class TwilioFake:
 
             def do_POST(self) -> None:  # noqa: N802
                 fake._handle(self)
+
+            def do_GET(self) -> None:  # noqa: N802
+                fake._handle_get(self)
 
         self.port = self.port or free_port()
         self._server = _Server(("127.0.0.1", self.port), Handler)
@@ -177,14 +201,73 @@ class TwilioFake:
             return None
         if fault in _ERRORS:
             return self._error(h, record, fault)
-        if fault == "slow":
-            time.sleep(self.slow_seconds)
         body = self._message(record) if kind == "sms" else self._call(record)
         record.sid, record.answered = body["sid"], 201
+        with self._lock:
+            self.resources.append({"kind": kind, "visible_at": time.monotonic() + self.list_lag,
+                                   "created": time.time(), "body": body})
+        if fault == "slow":
+            time.sleep(self.slow_seconds)  # accepted (and listed) at once, answered after the client gave up
         try:
             self._json(h, 201, body)
         except OSError:
             pass  # the client gave up (timeout): the resource exists all the same, as on Twilio
+
+    def _handle_get(self, h: BaseHTTPRequestHandler) -> None:
+        split = urlsplit(h.path)
+        parts = split.path.strip("/").split("/")
+        if len(parts) != 4 or parts[:2] != ["2010-04-01", "Accounts"] or \
+                parts[3] not in ("Messages.json", "Calls.json"):
+            return self._json(h, 404, {"code": 20404, "message": "The requested resource was not found",
+                                       "more_info": "https://www.twilio.com/docs/errors/20404", "status": 404})
+        username, password = _basic_auth(h.headers.get("Authorization", ""))
+        if self.credentials.get(username) != password or parts[2] != self.account_sid:
+            status, code, message = _ERRORS["401"]
+            return self._json(h, status, {"code": code, "message": message, "status": status,
+                                          "more_info": f"https://www.twilio.com/docs/errors/{code}"})
+        query = parse_qs(split.query, keep_blank_values=True)
+        with self._lock:
+            self.list_reads.append(query)
+            fault = self._next_list_faults.pop(0) if self._next_list_faults else ""
+        if fault == "slow":
+            time.sleep(self.slow_seconds)
+        elif fault:
+            status, code, message = _ERRORS[fault]
+            return self._json(h, status, {"code": code, "message": message, "status": status,
+                                          "more_info": f"https://www.twilio.com/docs/errors/{code}"})
+        kind = "sms" if parts[3] == "Messages.json" else "call"
+        try:
+            page = self._list_page(kind, split.path, query)
+        except ValueError:
+            return self._json(h, 400, {"code": 20001, "message": "Invalid paging parameter", "status": 400,
+                                       "more_info": "https://www.twilio.com/docs/errors/20001"})
+        self._json(h, 200, page)
+
+    def _list_page(self, kind: str, path: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        """One page of a Messages / Calls list, newest first, filtered as Twilio filters."""
+        def one(name: str) -> str:
+            return query.get(name, [""])[0]
+
+        now = time.monotonic()
+        with self._lock:
+            visible = [r for r in self.resources if r["kind"] == kind and r["visible_at"] <= now]
+        visible.sort(key=lambda r: r["created"], reverse=True)
+        rows = [r["body"] for r in visible if _list_filter_matches(kind, r["body"], one)]
+        size = min(1000, max(1, int(one("PageSize") or 50)))
+        page = max(0, int(one("Page") or 0))
+        start = page * size
+        chunk = rows[start:start + size]
+        key = "messages" if kind == "sms" else "calls"
+        keep = [(k, v) for k, vs in query.items() if k not in ("Page", "PageSize", "PageToken") for v in vs]
+
+        def uri(n: int) -> str:
+            return path + "?" + urlencode(keep + [("PageSize", str(size)), ("Page", str(n)),
+                                                  ("PageToken", f"PA{n}")])
+
+        more = start + size < len(rows)
+        return {key: chunk, "end": start + len(chunk) - 1 if chunk else start, "first_page_uri": uri(0),
+                "next_page_uri": uri(page + 1) if more else None, "page": page, "page_size": size,
+                "previous_page_uri": uri(page - 1) if page > 0 else None, "start": start, "uri": uri(page)}
 
     def _error(self, h: BaseHTTPRequestHandler, record: Recorded, fault: str) -> None:
         status, code, message = _ERRORS[fault]
@@ -254,6 +337,22 @@ class TwilioFake:
             parts = urlsplit(url)
             target = deliver_to.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
         return requests.post(target, data=params, headers={"X-Twilio-Signature": signature}, timeout=10)
+
+
+def _list_filter_matches(kind: str, body: dict[str, Any], one: Callable[[str], str]) -> bool:
+    """Twilio's list filters: exact To / From (/ Status); date filters compare the day of DateSent / StartTime
+    (a resource without that date, e.g. a message still queued, never matches a date filter)."""
+    for name, key in (("To", "to"), ("From", "from"), ("Status", "status")):
+        if one(name) and body.get(key) != one(name):
+            return False
+    field_name = "DateSent" if kind == "sms" else "StartTime"
+    stamp = body.get("date_sent" if kind == "sms" else "start_time")
+    day = parsedate_to_datetime(stamp).date().isoformat() if stamp else None
+    for suffix, test in (("", lambda d, v: d == v), ("<", lambda d, v: d <= v), (">", lambda d, v: d >= v)):
+        wanted = one(field_name + suffix)[:10]
+        if wanted and (day is None or not test(day, wanted)):
+            return False
+    return True
 
 
 class _Server(ThreadingHTTPServer):
