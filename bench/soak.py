@@ -4,7 +4,9 @@ sent twice.
 ``python -m bench.soak [--count 10000] [--fault-rate 0.10] [--dup-rate 0.05] [--kills 2] ...`` (``make soak``).
 
 - Peers (127.0.0.1, free ports, stopped at the end): Azurite (queue + table, in memory), the Twilio fake
-  (tests/peers/twilio_fake.py) answering ``--fault-rate`` of creates with 429/20429 or 500 (nothing created).
+  (tests/peers/twilio_fake.py) answering ``--fault-rate`` of creates with 429/20429 or 500 (nothing created), and
+  ``--timeout-rate`` of them accepted but answered only after the client's timeout (a real send in doubt); its
+  lists show a new message only ``--list-lag`` seconds later, as Twilio's lists lag.
 - The stand-in Functions host (tests/standin/queues.py, host.json semantics) runs as a child process
   (bench/_soak_host.py) and is SIGKILLed ``--kills`` times, evenly spread over the run by progress, and restarted.
 - ``--count`` distinct ids are enqueued as raw JSON (host.json ``messageEncoding: none``); ``--dup-rate`` of them a
@@ -14,9 +16,10 @@ sent twice.
 Reconciliation per id, from what the Twilio fake *created* (201 answers; the StatusCallback URL carries the id),
 the ``-poison`` queue (``error.code``) and the sender's outcome log:
 sent once / double sends (> 1 create) / dead-lettered without a send, by reason / lost (no create, no dead letter).
-A SIGKILL between the Twilio call and the ledger update leaves a claimed row with no outcome; by design that id is
-dead-lettered as ``ambiguous`` and never sent again: the tally shows it, split by whether Twilio had accepted it.
-Exit status 1 when anything is lost or sent twice.
+A SIGKILL between the Twilio call and the ledger update, or an answer that never came, leaves the send in doubt; the
+sender reconciles it by reading Twilio's list back (found → recorded; surely absent after the settle window → sent
+again). The tally ends with ``double sends: N``, ``lost: N`` and ``ambiguous: N`` (dead-lettered as ambiguous).
+Exit status 1 when anything is lost, sent twice, or left ambiguous.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class Tally:
     dead_lettered: Counter = field(default_factory=Counter)
     double_sends: int = 0
     lost: int = 0
+    ambiguous: int = 0
     duplicates_suppressed: int = 0
     twilio_requests: int = 0
     twilio_faults: Counter = field(default_factory=Counter)
@@ -74,7 +78,7 @@ class Tally:
 
     @property
     def ok(self) -> bool:
-        return self.settled and self.lost == 0 and self.double_sends == 0
+        return self.settled and self.lost == 0 and self.double_sends == 0 and self.ambiguous == 0
 
     def render(self, params: dict[str, Any]) -> str:
         sends = self.sent_once + sum(self.sent_once_but_dead_lettered.values())
@@ -101,10 +105,12 @@ class Tally:
             ("sends/s", (f"{sends / self.elapsed:.0f} overall; {sends / self.busy:.0f} until the last send"
                          if self.elapsed and self.busy else "-")),
             ("sender outcomes (log)", ", ".join(f"{k}: {v}" for k, v in sorted(self.outcomes.items()))),
-            ("verdict", "OK: 0 lost, 0 double sends" if self.ok else "FAILED"),
+            ("verdict", "OK: 0 lost, 0 double sends, 0 ambiguous" if self.ok else "FAILED"),
         ]
         width = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k.ljust(width)} | {v}" for k, v in rows)
+        table = "\n".join(f"{k.ljust(width)} | {v}" for k, v in rows)
+        return (f"{table}\ndouble sends: {self.double_sends}\nlost: {self.lost}\n"
+                f"ambiguous: {self.ambiguous}")
 
 
 class HostProcess:
@@ -189,7 +195,8 @@ def run(args: argparse.Namespace) -> Tally:
     queue_name = f"soak-sms-{run_id}"
     azurite = start_azurite()
     fake = start_twilio_fake(ACCOUNT_SID, {ACCOUNT_SID: AUTH_TOKEN}, fault_rate=args.fault_rate,
-                             fault_choices=("429", "500"), seed=args.seed)
+                             fault_choices=("429", "500"), timeout_rate=args.timeout_rate,
+                             slow_seconds=args.twilio_timeout + 0.5, list_lag=args.list_lag, seed=args.seed)
     if fake._server is not None:  # noqa: SLF001 - a killed host resets its connections: no tracebacks for that
         fake._server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-soak-"))
@@ -204,6 +211,7 @@ def run(args: argparse.Namespace) -> Tally:
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_FROM_NUMBER": FROM, "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
             "TWILIO_API_BASE_URL": fake.base_url, "SMS_QUEUE": queue_name, "CALL_QUEUE": f"soak-calls-{run_id}",
             "INBOUND_QUEUE": f"soak-inbound-{run_id}", "TWILIO_HTTP_TIMEOUT_SECONDS": str(args.twilio_timeout),
+            "RECONCILE_SETTLE_SECONDS": str(args.settle),
             "PYTHONUNBUFFERED": "1",
         })
         queue = QueueClient.from_connection_string(azurite.connection_string, queue_name)
@@ -301,6 +309,7 @@ def run(args: argparse.Namespace) -> Tally:
             if match:
                 tally.outcomes[match.group(2)] += 1
         tally.duplicates_suppressed = tally.outcomes.get("duplicate", 0)
+        tally.ambiguous = sum(1 for reasons in poisoned.values() if "ambiguous" in reasons)
         for ident in ids:
             n = created.get(ident, 0)
             reasons = poisoned.get(ident, [])
@@ -334,6 +343,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10_000, help="distinct ids to send")
     parser.add_argument("--fault-rate", type=float, default=0.10, help="share of Twilio creates answered 429/500")
+    parser.add_argument("--timeout-rate", type=float, default=0.05,
+                        help="share of Twilio creates accepted but answered after the client's timeout")
+    parser.add_argument("--list-lag", type=float, default=1.0, help="seconds before a new send shows in lists")
     parser.add_argument("--dup-rate", type=float, default=0.05, help="share of ids enqueued twice")
     parser.add_argument("--kills", type=int, default=2, help="SIGKILL + restart of the host, spread over the run")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up (and fail) after this many seconds")
@@ -345,15 +357,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--claim-margin", type=float, default=6.0,
                         help="sender CLAIM_LEASE_MARGIN_SECONDS (30 s)")
     parser.add_argument("--twilio-timeout", type=float, default=2.0, help="TWILIO_HTTP_TIMEOUT_SECONDS (10 s)")
+    parser.add_argument("--settle", type=float, default=3.0, help="RECONCILE_SETTLE_SECONDS (60 s)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    params = {k: getattr(args, k) for k in ("count", "fault_rate", "dup_rate", "kills", "visibility", "lease",
-                                            "claim_margin", "twilio_timeout", "max_backlog", "seed")}
-    print(f"soak: {args.count} ids, faults {args.fault_rate:.0%}, duplicates {args.dup_rate:.0%}, "
-          f"{args.kills} host kills ...", file=sys.stderr, flush=True)
+    params = {k: getattr(args, k) for k in ("count", "fault_rate", "timeout_rate", "dup_rate", "kills", "visibility",
+                                            "lease", "claim_margin", "twilio_timeout", "settle", "list_lag",
+                                            "max_backlog", "seed")}
+    print(f"soak: {args.count} ids, faults {args.fault_rate:.0%}, late answers {args.timeout_rate:.0%}, "
+          f"duplicates {args.dup_rate:.0%}, {args.kills} host kills ...", file=sys.stderr, flush=True)
     tally = run(args)
     print(tally.render(params))
     return 0 if tally.ok else 1

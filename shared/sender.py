@@ -16,15 +16,18 @@ Order of work, and why:
      secret unavailable): take the claim over (etag-guarded) and send.
    - ``claimed`` younger than the lease → another delivery of the same id is sending right now: retry later.
    - ``claimed`` older than the lease, or ``unknown`` → a previous try may have reached Twilio but left no result
-     (crash mid-send, or a timeout) → dead-lettered as **ambiguous**, never sent again.
+     (crash mid-send, or a timeout) → **reconciled** (``shared.reconcile``): Twilio's list is read back; found →
+     recorded and acknowledged; surely absent after the settle window → sent again under the claim; not settled
+     yet, or Twilio unreadable → retry later; several candidates, or still unreadable on the last try →
+     dead-lettered as **ambiguous**. The row's ``resolution`` says which (found / resent / ambiguous).
 5. Send; record the outcome (etag-guarded).
 
 Timeouts: a read timeout (or a connection dropped after the request was written) may mean Twilio created the
 message and we never heard. We record ``unknown`` and raise, as the design asks for transient errors; the retry
-then finds ``unknown`` and dead-letters it as ambiguous instead of sending again. So a timed-out send is never
-repeated automatically: a duplicate SMS/call to a person is worse than a missing one, which an operator can
-resend from the poison queue. If Twilio did get it, its status callback (``?id=``) later fills in the SID and
-status, which tells the operator it went out. A *connect* timeout or refusal never reached Twilio and is retried.
+then reconciles instead of sending blindly. On the last try the message is put back on its queue, invisible until
+the settle window has passed, so the reconciliation still happens (bounded by ``MAX_ATTEMPTS`` sends of one id).
+If Twilio did get it, its status callback (``?id=``) may also fill in the SID first, which settles the row.
+A *connect* timeout or refusal never reached Twilio and is retried.
 
 Transient failures raise :class:`RetryLaterError`, so the host retries after ``visibilityTimeout``; on the last
 allowed try (``dequeue_count >= maxDequeueCount`` from host.json) the message is dead-lettered with its reason
@@ -42,7 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from . import ledger, optouts, outbound, secrets, storage, twilio_api
+from . import ledger, optouts, outbound, reconcile, secrets, storage, twilio_api
 from .config import MissingSettingError, Settings, get_settings
 from .hostjson import queue_settings
 from .outbound import CallMessage, InvalidMessageError, Kind, OutboundMessage, SmsMessage
@@ -54,6 +57,7 @@ MAX_HOP_SECONDS = 7 * 24 * 3600 - 60      # Storage's visibility timeout maximum
 SEND_AT_SLACK = timedelta(seconds=1)       # arriving this close to send_at counts as on time
 CLAIM_LEASE_MARGIN_SECONDS = 30.0          # + 2 Twilio timeouts: how long a claim may be in flight
 MAX_POISON_CHARS = 60 * 1024               # a queue message holds 64 KiB
+MAX_ATTEMPTS = 10                          # sends of one id in doubt, before it is left to an operator
 
 
 class RetryLaterError(RuntimeError):
@@ -183,7 +187,7 @@ def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str 
 
     claimed, row = ledger.try_claim(d.kind, message.id, to=mask_number(message.to))
     if not claimed:
-        decision = _existing_claim(d, message, row)
+        decision = _existing_claim(d, message, sender, row)
         if isinstance(decision, Outcome):
             return decision
         row = decision
@@ -216,7 +220,8 @@ def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str 
     return Outcome(d.kind, message.id, "sent", sid=result.sid)
 
 
-def _existing_claim(d: _Delivery, message: OutboundMessage, row: ledger.Row) -> ledger.Row | Outcome:
+def _existing_claim(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str | None],
+                    row: ledger.Row) -> ledger.Row | Outcome:
     """Decide what an existing ledger row means for this delivery (see the module docstring, step 4)."""
     if row.reached_twilio or row.status == "sent":
         return _duplicate(d, message, row)
@@ -243,10 +248,73 @@ def _existing_claim(d: _Delivery, message: OutboundMessage, row: ledger.Row) -> 
                                 "another delivery of this id was sending it on this copy's last try",
                                 to=message.to, update_ledger=False)
         raise RetryLaterError("another delivery of this id is sending it now")
-    reason = "ambiguous: a previous try may have reached Twilio but left no result"
-    if row.last_error:
-        reason += f" ({row.last_error})"
-    return _dead_letter(d, message.id, "ambiguous", reason, to=message.to, row=row)
+    return _resolve_in_doubt(d, message, sender, row)
+
+
+def _resolve_in_doubt(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str | None],
+                      row: ledger.Row) -> ledger.Row | Outcome:
+    """A previous try may have reached Twilio (``unknown``, or a claim whose lease ran out): ask Twilio."""
+    settings = get_settings()
+    doubt = row.last_error or "a previous try left no result"
+    try:
+        verdict = reconcile.reconcile(message, sender, row, twilio_timeout=settings.twilio_http_timeout,
+                                      settle_seconds=settings.reconcile_settle_seconds)
+    except twilio_api.TwilioReadError as exc:
+        return _in_doubt_later(d, message, row, f"{doubt}; {exc.reason}", unreadable=True)
+    if verdict.outcome == "found":
+        try:
+            ledger.record_sent(row, verdict.sid, verdict.status, resolution="found",
+                               resolution_detail=verdict.detail)
+        except Exception as exc:  # noqa: BLE001 - it was sent: acknowledge; the callback fills the row in
+            log.error("outbound %s id=%s found as %s but the ledger was not updated: %s", d.kind, message.id,
+                      verdict.sid, type(exc).__name__)
+        _log(d.kind, message.id, message.to, "duplicate", f"in doubt ({doubt}); {verdict.detail}")
+        return Outcome(d.kind, message.id, "duplicate", sid=verdict.sid, reason=verdict.detail)
+    if verdict.outcome == "too_soon":
+        return _in_doubt_later(d, message, row, f"{doubt}; {verdict.detail}", unreadable=False)
+    if verdict.outcome == "unsure":
+        return _dead_letter(d, message.id, "ambiguous", f"ambiguous: {doubt}; {verdict.detail}", to=message.to,
+                            row=row, ledger_values={"resolution": "ambiguous", "resolution_detail": verdict.detail})
+    if row.attempts >= MAX_ATTEMPTS:
+        return _dead_letter(d, message.id, "ambiguous", f"ambiguous: {row.attempts} attempts in doubt; {doubt}",
+                            to=message.to, row=row, ledger_values={"resolution": "ambiguous"})
+    log.warning("outbound %s id=%s to=%s resending: %s", d.kind, message.id, mask_number(message.to),
+                verdict.detail)
+    try:
+        return ledger.update(row, status="claimed", attempts=row.attempts + 1, claimed_at=_now(),
+                             resolution="resent", resolution_detail=verdict.detail)
+    except ledger.LedgerConflictError:
+        raise RetryLaterError("another delivery of this id took the claim") from None
+
+
+def _in_doubt_later(d: _Delivery, message: OutboundMessage, row: ledger.Row, reason: str, *,
+                    unreadable: bool) -> Outcome:
+    """Not decidable yet. Retry later; on the last try: dead-letter if Twilio stayed unreadable, else come back
+    (a copy of the message, invisible until the settle window has passed) so the question still gets answered."""
+    if not d.last_try:
+        log.warning("outbound %s id=%s to=%s in doubt, retry: %s", d.kind, message.id, mask_number(message.to),
+                    reason)
+        raise RetryLaterError(reason)
+    if unreadable:
+        return _dead_letter(d, message.id, "ambiguous",
+                            f"ambiguous: Twilio unreadable on all {d.dequeue_count} tries; {reason}",
+                            to=message.to, row=row, ledger_values={"resolution": "ambiguous",
+                                                                   "resolution_detail": reason[:1000]})
+    return _come_back_later(d, message, row, reason)
+
+
+def _come_back_later(d: _Delivery, message: OutboundMessage, row: ledger.Row, reason: str) -> Outcome:
+    settings = get_settings()
+    ready = reconcile.settled_at(row, twilio_timeout=settings.twilio_http_timeout,
+                                 settle_seconds=settings.reconcile_settle_seconds)
+    hop = max(1, min(MAX_HOP_SECONDS, math.ceil((ready - _now()).total_seconds()) + 1))
+    decoded = outbound.decode(d.body)
+    document = dict(decoded.document)
+    document["id"] = message.id
+    storage.queue(d.queue_name).send_message(outbound.encode(document, as_base64=decoded.was_base64),
+                                             visibility_timeout=hop, time_to_live=-1)
+    _log(d.kind, message.id, message.to, "deferred", f"in doubt, reconciling in {hop} s: {reason}")
+    return Outcome(d.kind, message.id, "deferred", reason=f"in doubt; requeued for {hop} s")
 
 
 def _lease_active(row: ledger.Row) -> bool:
@@ -265,11 +333,14 @@ def _transient(d: _Delivery, message: OutboundMessage, row: ledger.Row, reason: 
                maybe_sent: bool) -> Outcome:
     status = "unknown" if maybe_sent else "retrying"
     updated = _safe_update(row, status=status, last_error=reason)
+    if d.last_try and maybe_sent:
+        if (updated or row).attempts >= MAX_ATTEMPTS:
+            return _dead_letter(d, message.id, "ambiguous", f"ambiguous: {row.attempts} attempts; {reason}",
+                                to=message.to, row=updated or row, ledger_values={"resolution": "ambiguous"})
+        return _come_back_later(d, message, updated or row, reason)
     if d.last_try:
-        code = "ambiguous" if maybe_sent else "retries_exhausted"
-        text = (f"ambiguous: {reason}" if maybe_sent else f"gave up after {d.dequeue_count} tries: {reason}")
-        return _dead_letter(d, message.id, code, text, to=message.to, row=updated or row,
-                            resendable=not maybe_sent)
+        return _dead_letter(d, message.id, "retries_exhausted", f"gave up after {d.dequeue_count} tries: {reason}",
+                            to=message.to, row=updated or row, resendable=True)
     log.warning("outbound %s id=%s to=%s retry (%s): %s", d.kind, message.id, mask_number(message.to), status,
                 reason)
     raise RetryLaterError(reason)
@@ -322,12 +393,12 @@ def poison_document(d: _Delivery, ident: str, code: str, reason: str, **extra: A
 
 def _dead_letter(d: _Delivery, ident: str, code: str, reason: str, *, to: str | None = None,
                  row: ledger.Row | None = None, update_ledger: bool = True, resendable: bool = False,
-                 **extra: Any) -> Outcome:
+                 ledger_values: dict[str, Any] | None = None, **extra: Any) -> Outcome:
     document = poison_document(d, ident, code, reason, **extra)
     storage.queue(poison_queue_name(d.queue_name)).send_message(json.dumps(document, ensure_ascii=False),
                                                                 time_to_live=-1)
     if update_ledger and row is not None:
-        _safe_update(row, status="failed", last_error=reason[:1000], resendable=resendable)
+        _safe_update(row, status="failed", last_error=reason[:1000], resendable=resendable, **(ledger_values or {}))
     _log(d.kind, ident, to if to is not None else _guess_to(d), "dead_lettered", f"{code}: {reason}")
     return Outcome(d.kind, ident, "dead_lettered", reason=reason, code=code)
 

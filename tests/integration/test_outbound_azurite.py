@@ -169,35 +169,120 @@ def test_transient_error_on_the_last_try_is_dead_lettered_with_reason(outbound_e
     assert row("sms", "last").status == "failed"
 
 
-def test_timeout_is_retried_as_ambiguous_and_never_resent(outbound_env: Any) -> None:
-    outbound_env.fail_next("slow")  # answers after 2.5 s; the client gives up after 2 s
+def _backdate_claim(ident: str, seconds: float) -> None:
+    stored = row("sms", ident)
+    assert stored is not None
+    ledger.update(stored, claimed_at=datetime.now(timezone.utc) - timedelta(seconds=seconds))
+
+
+def test_timed_out_send_that_twilio_created_is_found_and_not_resent(outbound_env: Any) -> None:
+    outbound_env.fail_next("slow")  # created at once, answered after 2.5 s; the client gives up after 2 s
     with pytest.raises(RetryLaterError):
         sender.process_sms(sms("slow-1"), "q", 1)
     assert row("sms", "slow-1").status == "unknown"
     outcome = sender.process_sms(sms("slow-1"), "q", 2)
-    assert outcome.result == "dead_lettered" and outcome.code == "ambiguous"
-    assert len(outbound_env.requests) == 1  # the fake did create it: a resend would have been a duplicate
-    [letter] = poison(sms_queue())
-    assert letter["error"]["reason"].startswith("ambiguous") and "no answer within 2 s" in letter["error"]["reason"]
+    [created] = outbound_env.created("sms")
+    assert outcome.result == "duplicate" and outcome.sid == created.sid
+    assert len(outbound_env.requests) == 1  # read back, not sent again
+    stored = row("sms", "slow-1")
+    assert stored.status == "sent" and stored.sid == created.sid and stored.fields["resolution"] == "found"
+    assert poison(sms_queue()) == []
 
 
-def test_connection_reset_after_sending_is_ambiguous(outbound_env: Any) -> None:
-    outbound_env.fail_next("reset")
+def test_connection_reset_send_is_resent_once_after_the_settle_window(outbound_env: Any, set_env: Any) -> None:
+    set_env(RECONCILE_SETTLE_SECONDS="30")
+    outbound_env.fail_next("reset")  # nothing created, but the client cannot know that
     with pytest.raises(RetryLaterError):
         sender.process_sms(sms("rst"), "q", 1)
     assert row("sms", "rst").status == "unknown"
-    assert sender.process_sms(sms("rst"), "q", 2).code == "ambiguous"
+    with pytest.raises(RetryLaterError, match="waiting for it to settle"):
+        sender.process_sms(sms("rst"), "q", 2)
+    assert outbound_env.created("sms") == []
+    _backdate_claim("rst", 2 + 30 + 1)
+    outcome = sender.process_sms(sms("rst"), "q", 3)
+    [created] = outbound_env.created("sms")
+    assert outcome.result == "sent" and outcome.sid == created.sid
+    stored = row("sms", "rst")
+    assert stored.status == "sent" and stored.fields["resolution"] == "resent" and stored.attempts == 2
 
 
-def test_stale_claim_without_outcome_is_dead_lettered_as_ambiguous(outbound_env: Any) -> None:
-    long_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+def test_stale_claim_whose_send_reached_twilio_is_found(outbound_env: Any) -> None:
+    from shared import twilio_api
+    from shared.outbound import validate
+
+    claimed, _ = ledger.try_claim("sms", "crashed-sent")
+    twilio_api.send_sms(validate("sms", json.loads(sms("crashed-sent"))), from_=TEST_FROM,  # type: ignore[arg-type]
+                        messaging_service_sid=None)  # the host died before recording it
+    _backdate_claim("crashed-sent", 3600)
+    outcome = sender.process_sms(sms("crashed-sent"), "q", 2)
+    assert outcome.result == "duplicate" and len(outbound_env.created("sms")) == 1
+    assert row("sms", "crashed-sent").fields["resolution"] == "found"
+
+
+def test_stale_claim_whose_send_never_left_is_sent_once(outbound_env: Any) -> None:
     ledger.try_claim("sms", "crashed")
-    stored = row("sms", "crashed")
-    ledger.update(stored, claimed_at=long_ago)
+    _backdate_claim("crashed", 3600)
     outcome = sender.process_sms(sms("crashed"), "q", 2)
+    assert outcome.result == "sent" and len(outbound_env.created("sms")) == 1
+    assert row("sms", "crashed").status == "sent" and row("sms", "crashed").fields["resolution"] == "resent"
+
+
+def test_send_in_doubt_with_twilio_unreadable_is_retried_then_dead_lettered_as_ambiguous(outbound_env: Any) -> None:
+    outbound_env.fail_next("reset")
+    with pytest.raises(RetryLaterError):
+        sender.process_sms(sms("dark"), "q", 1)
+    outbound_env.fail_lists_next("500", "429")
+    with pytest.raises(RetryLaterError, match="cannot read Twilio's Messages list"):
+        sender.process_sms(sms("dark"), "q", 2)
+    last = sender.queue_settings().max_dequeue_count
+    outcome = sender.process_sms(sms("dark"), "q", last)
     assert outcome.result == "dead_lettered" and outcome.code == "ambiguous"
-    assert not outbound_env.requests
-    assert row("sms", "crashed").status == "failed"
+    [letter] = poison(sms_queue())
+    assert "Twilio unreadable" in letter["error"]["reason"] and "HTTP 429" in letter["error"]["reason"]
+    stored = row("sms", "dark")
+    assert stored.status == "failed" and stored.fields["resolution"] == "ambiguous"
+    assert outbound_env.created("sms") == []  # never sent blindly
+
+
+def test_two_matching_sends_in_twilio_leave_the_send_ambiguous(outbound_env: Any) -> None:
+    from shared import twilio_api
+    from shared.outbound import validate
+
+    ledger.try_claim("sms", "twice-seen")
+    message = validate("sms", json.loads(sms("twice-seen")))
+    for _ in range(2):  # e.g. an operator resent it by hand
+        twilio_api.send_sms(message, from_=TEST_FROM, messaging_service_sid=None)  # type: ignore[arg-type]
+    _backdate_claim("twice-seen", 3600)
+    outcome = sender.process_sms(sms("twice-seen"), "q", 1)
+    assert outcome.result == "dead_lettered" and outcome.code == "ambiguous"
+    assert "2 sends in Twilio's list match" in outcome.reason
+    assert len(outbound_env.created("sms")) == 2
+
+
+def test_status_callback_settles_a_send_in_doubt_without_reading_twilio(outbound_env: Any) -> None:
+    outbound_env.fail_next("slow")
+    with pytest.raises(RetryLaterError):
+        sender.process_sms(sms("cb-first"), "q", 1)
+    [created] = outbound_env.created("sms")
+    ledger.apply_callback("sms", "cb-first", "delivered", sid=created.sid)
+    outcome = sender.process_sms(sms("cb-first"), "q", 2)
+    assert outcome.result == "duplicate" and outbound_env.list_reads == []
+
+
+def test_timeout_on_the_last_try_comes_back_later_instead_of_dead_lettering(outbound_env: Any, set_env: Any) -> None:
+    from tests.peers.ports import wait_until
+
+    set_env(RECONCILE_SETTLE_SECONDS="0")
+    last = sender.queue_settings().max_dequeue_count
+    outbound_env.fail_next("slow")
+    outcome = sender.process_sms(sms("late-last"), "q", last)
+    assert outcome.result == "deferred" and poison(sms_queue()) == []
+    copies: list[str] = []
+    wait_until(lambda: copies.extend(drain(sms_queue())) or copies, 15, "the copy to come back")  # type: ignore
+    [copy] = copies
+    assert json.loads(copy)["id"] == "late-last"
+    assert sender.process_sms(copy, "q2", 1).result == "duplicate"
+    assert len(outbound_env.created("sms")) == 1
 
 
 def test_fresh_claim_of_another_delivery_is_retried_later(outbound_env: Any) -> None:
@@ -316,12 +401,12 @@ def test_corrected_message_with_the_id_of_an_invalid_one_is_sent(outbound_env: A
     assert row("sms", "fixme").status == "sent"
 
 
-def test_resubmitting_after_retries_exhausted_sends_but_after_ambiguous_does_not(outbound_env: Any) -> None:
+def test_resubmitting_after_retries_exhausted_sends_and_after_a_timeout_is_found(outbound_env: Any) -> None:
     last = sender.queue_settings().max_dequeue_count
     outbound_env.fail_next("500")
     assert sender.process_sms(sms("exhausted"), "q", last).code == "retries_exhausted"
     assert sender.process_sms(sms("exhausted"), "q2", 1).result == "sent"
     outbound_env.fail_next("slow")
-    assert sender.process_sms(sms("maybe"), "q", last).code == "ambiguous"
+    assert sender.process_sms(sms("maybe"), "q", last).result == "deferred"
     assert sender.process_sms(sms("maybe"), "q2", 1).result == "duplicate"
     assert [r.send_id for r in outbound_env.requests].count("maybe") == 1

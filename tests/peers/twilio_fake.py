@@ -81,6 +81,7 @@ class TwilioFake:
     credentials: dict[str, str]
     port: int = 0
     fault_rate: float = 0.0
+    timeout_rate: float = 0.0    # share of creates accepted at once but answered only after slow_seconds
     fault_choices: tuple[str, ...] = TRANSIENT_FAULTS
     slow_seconds: float = 2.0
     seed: int = 1234
@@ -135,6 +136,8 @@ class TwilioFake:
                 return self._next_faults.pop(0)
             if self.fault_rate and self._rng.random() < self.fault_rate:
                 return self._rng.choice(self.fault_choices)
+            if self.timeout_rate and self._rng.random() < self.timeout_rate:
+                return "slow"
         return ""
 
     # ------------------------------------------------------------ lifecycle
