@@ -63,6 +63,9 @@ param secretCacheSeconds string = '300'
 @description('Timeout of every Twilio REST request, in seconds.')
 param twilioHttpTimeoutSeconds string = '10'
 
+@description('Seconds after a send in doubt (plus the HTTP timeout) before the Twilio list is trusted to show it (absent then = sent again).')
+param reconcileSettleSeconds string = '60'
+
 @description('Spread the app over availability zones (only in regions that offer it for Flex; adds always-ready instances).')
 param zoneRedundant bool = false
 
@@ -248,6 +251,7 @@ module api 'modules/functionapp.bicep' = {
     forwardToNumber: forwardToNumber
     secretCacheSeconds: secretCacheSeconds
     twilioHttpTimeoutSeconds: twilioHttpTimeoutSeconds
+    reconcileSettleSeconds: reconcileSettleSeconds
     zoneRedundant: zoneRedundant
   }
 }

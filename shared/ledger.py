@@ -21,11 +21,14 @@ a Twilio SID was recorded for, so reconciliation never takes another id's messag
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from . import storage
+
+log = logging.getLogger("switchboard.ledger")
 
 TABLE = "sends"
 
@@ -213,11 +216,19 @@ def _sid_partition(sid: str) -> str:
 
 
 def remember_sid(kind: str, sid: str, ident: str) -> None:
-    """Index ``sid`` → ``ident`` (an upsert: the same pair may be written by the send and by a callback)."""
+    """Index ``sid`` → ``ident``. The first id to record a SID keeps it; another id claiming the same SID is
+    logged as an error (it would mean a send was taken for another's), never overwritten."""
+    from azure.core.exceptions import ResourceExistsError
+
     if not sid:
         return
-    storage.table(TABLE).upsert_entity({"PartitionKey": _sid_partition(sid), "RowKey": sid, "id": ident,
-                                        "kind": kind})
+    try:
+        storage.table(TABLE).create_entity({"PartitionKey": _sid_partition(sid), "RowKey": sid, "id": ident,
+                                            "kind": kind})
+    except ResourceExistsError:
+        owner = id_for_sid(kind, sid)
+        if owner not in (None, ident):
+            log.error("ledger: SID %s is recorded for id %s and now also for id %s", sid, owner, ident)
 
 
 def id_for_sid(kind: str, sid: str) -> str | None:
