@@ -63,6 +63,9 @@ param secretCacheSeconds string = '300'
 @description('Timeout of every Twilio REST request, in seconds.')
 param twilioHttpTimeoutSeconds string = '10'
 
+@description('Threads the Python worker runs sync functions on, per instance (PYTHON_THREADPOOL_THREAD_COUNT; the worker default is min(32, cores + 4)). With queue batchSize 16, 16 lets every message of a batch send at once; HTTP pools are sized to it. Per-instance sends in flight = this; whole app = this x maximumInstanceCount (see README, Capacity).')
+param pythonThreadpoolThreadCount string = '16'
+
 @description('Spread the app over availability zones (only in regions that offer it for Flex; adds always-ready instances).')
 param zoneRedundant bool = false
 
@@ -248,6 +251,7 @@ module api 'modules/functionapp.bicep' = {
     forwardToNumber: forwardToNumber
     secretCacheSeconds: secretCacheSeconds
     twilioHttpTimeoutSeconds: twilioHttpTimeoutSeconds
+    pythonThreadpoolThreadCount: pythonThreadpoolThreadCount
     zoneRedundant: zoneRedundant
   }
 }

@@ -48,6 +48,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FORWARD_TO_NUMBER", doc="menu option 0 dials this number; empty = option off"),
     Setting("SECRET_CACHE_SECONDS", "300", doc="how long secrets are cached in process"),
     Setting("TWILIO_HTTP_TIMEOUT_SECONDS", "10", doc="timeout of every Twilio REST request"),
+    # Read by the Python worker itself; the app sizes its HTTP connection pools to it.
+    Setting("PYTHON_THREADPOOL_THREAD_COUNT", "16",
+            doc="worker threads for sync functions per instance (worker default: min(32, cores + 4))"),
     # Local-only secrets: never app settings in Azure (the vault holds them there).
     Setting("TWILIO_AUTH_TOKEN", secret=True, doc="local runs only: auth token when KEY_VAULT_URL is empty"),
     Setting("TWILIO_API_KEY_SECRET", secret=True, doc="local runs only: API key secret when KEY_VAULT_URL is empty"),
@@ -86,6 +89,7 @@ class Settings:
     forward_to_number: str
     secret_cache_seconds: float
     twilio_http_timeout: float
+    thread_count: int
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def require(self, name: str) -> str:
@@ -133,6 +137,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         forward_to_number=_read(env, "FORWARD_TO_NUMBER"),
         secret_cache_seconds=_number(env, "SECRET_CACHE_SECONDS"),
         twilio_http_timeout=_number(env, "TWILIO_HTTP_TIMEOUT_SECONDS"),
+        thread_count=max(1, int(_number(env, "PYTHON_THREADPOOL_THREAD_COUNT"))),
         raw={s.name: _read(env, s.name) for s in SETTINGS if not s.secret},
     )
 

@@ -43,9 +43,10 @@ _APP_SETTINGS = [
 
 def reset_app_state() -> None:
     """Forget every process-wide cache the app keeps (settings, secrets, storage and Twilio clients)."""
-    from shared import config, secrets, storage, webhooks
+    from shared import config, secrets, storage, transport, webhooks
 
     config.reset_settings()
+    transport.reset_http_environment()
     secrets.reset_secrets()
     storage.reset_clients()
     webhooks.forget_reported()

@@ -33,6 +33,7 @@ param smsAutoReply string
 param forwardToNumber string
 param secretCacheSeconds string
 param twilioHttpTimeoutSeconds string
+param pythonThreadpoolThreadCount string
 
 @description('Spread instances over availability zones (regions that offer it for Flex; keeps 2+ always-ready instances, billed).')
 param zoneRedundant bool = false
@@ -179,6 +180,10 @@ resource app 'Microsoft.Web/sites@2024-11-01' = {
         {
           name: 'TWILIO_HTTP_TIMEOUT_SECONDS'
           value: twilioHttpTimeoutSeconds
+        }
+        {
+          name: 'PYTHON_THREADPOOL_THREAD_COUNT'
+          value: pythonThreadpoolThreadCount
         }
       ]
     }
