@@ -1,20 +1,17 @@
-"""Outbound sends: the SMS queue function against the Twilio fake, ledger on Azurite, secret from a Key Vault fake.
+"""Outbound sends at the host's concurrency: the SMS queue function vs a raw requests sender, same fake, same run.
 
-Run alone: ``python -m bench.outbound [--sends N] [--naive-sends N]``.
+Run alone: ``python -m bench.outbound [--sends N] [--latencies 0,150]``.
 
-Three variants, each sending to the same Twilio fake (tests/peers/twilio_fake.py, served from a child process so
-its threads do not share our GIL), one thread, interleaved in chunks so noise hits them alike:
+- ours: the indexed queue function for ``%SMS_QUEUE%`` invoked with ``azure.functions.queue.QueueMessage``, as the
+  host does (opt-out read + ledger claim + Twilio create + ledger record on Azurite; the auth token from the Key
+  Vault fake through the real ``SecretClient``), on min(16, ``PYTHON_THREADPOOL_THREAD_COUNT``) threads: batch 16,
+  run on the worker's thread pool;
+- baseline: a raw ``requests.Session`` posting the same form bodies to the same fake at the same concurrency.
 
-- ours: the indexed queue function for ``%SMS_QUEUE%`` invoked with ``azure.functions.queue.QueueMessage``, exactly
-  as the host would (opt-out check + ledger claim + Twilio create + ledger record, on Azurite), with
-  ``KEY_VAULT_URL`` pointing at the Key Vault fake (tests/peers/keyvault.py) through the real ``SecretClient``;
-- ceiling: a raw ``requests.Session`` posting the same form bodies (To, From, Body, StatusCallback) to the fake;
-- naive: what a seed-style function does per message: a new ``SecretClient`` read of the auth token and a new
-  ``twilio.rest.Client`` (no ledger at all, so it is not even safe; it shows what the caches save).
-
-Every HTTP request any of them makes goes through ``requests.Session.send``; a wrapper counts and times those by
-peer (Azurite table/queue, Key Vault, Twilio), giving table operations and vault reads per send and where the
-wall time goes. A pyinstrument profile of our sends (top functions by own time, and the call tree) is printed as well.
+The Twilio fake (tests/peers/twilio_fake.py) runs in a child process and answers after 0 ms and 150 ms (a
+realistic Twilio latency). Per latency: sends/s, CPU ms per send (this process's CPU time), p50/p99 per message.
+Requests per send by peer are counted in a separate pass; a pyinstrument profile of single-threaded sends ends
+the section.
 """
 
 from __future__ import annotations
