@@ -18,13 +18,17 @@ class WorkerPool:
         self._executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="devhost-worker")
         self._lock = threading.Lock()
         self._running = 0
+        self.waiting = 0  # submitted, not started: all threads busy
         self.peak = 0
 
     def submit(self, fn: Callable[..., Any], /, **kwargs: Any) -> Future:
+        with self._lock:
+            self.waiting += 1
         return self._executor.submit(self._counted, fn, kwargs)
 
     def _counted(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
         with self._lock:
+            self.waiting -= 1
             self._running += 1
             self.peak = max(self.peak, self._running)
         try:
