@@ -5,7 +5,7 @@ sent twice.
 
 - Peers (127.0.0.1, free ports, stopped at the end): Azurite (queue + table, in memory), the Twilio fake
   (tests/peers/twilio_fake.py) answering ``--fault-rate`` of creates with 429/20429 or 500 (nothing created).
-- The stand-in Functions host (tests/standin/queues.py, host.json semantics) runs as a child process
+- The local Functions host (devhost/queues.py, host.json semantics) runs as a child process
   (bench/_soak_host.py) and is SIGKILLed ``--kills`` times, evenly spread over the run by progress, and restarted.
 - ``--count`` distinct ids are enqueued as raw JSON (host.json ``messageEncoding: none``); ``--dup-rate`` of them a
   second time as a separate queue message (a producer retry / at-least-once delivery).
