@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INFRA_VENV := .venv-infra
-AZURITE_DIR := .azurite
+AZURITE_DIR ?= .azurite
 
 PHONY_EXTRA := twilio-fake-start twilio-fake-stop
 .PHONY: $(PHONY_EXTRA) run test install install-dev install-infra node azurite-start azurite-stop bench soak clean twilio-spec
@@ -39,11 +39,11 @@ local.settings.json:
 	cp local.settings.json.example local.settings.json
 	@echo "Created local.settings.json from local.settings.json.example (edit it to add your Twilio credentials)."
 
-## make run: start the app locally with Azure Functions Core Tools against Azurite.
+## make run: the app on http://localhost:7071/api/... with Azurite (data in .azurite/) and the offline Twilio fake on
+## :4010: `func start` when Core Tools are installed, else the built-in local host (devhost/run.py says which).
+## Ctrl-C stops everything it started.
 run: install local.settings.json
-	@command -v func >/dev/null 2>&1 || { echo "Azure Functions Core Tools ('func') not found: install v4 (https://learn.microsoft.com/azure/azure-functions/functions-run-local, e.g. 'npm i -g azure-functions-core-tools@4 --unsafe-perm true' or 'brew install azure-functions-core-tools@4'), then run 'make run' again." >&2; exit 127; }
-	@$(MAKE) --no-print-directory azurite-start twilio-fake-start
-	@trap '$(MAKE) --no-print-directory azurite-stop twilio-fake-stop' EXIT; . $(VENV)/bin/activate && func start
+	@$(PY) -m devhost.run
 
 azurite-start: node_modules/.installed
 	@mkdir -p $(AZURITE_DIR)
@@ -66,7 +66,7 @@ twilio-fake-stop:
 
 ## make test: install everything, start the local peers inside the tests, run the whole suite.
 test: install-dev install-infra twilio-spec
-	$(VENV)/bin/ruff check shared function_app.py tests bench
+	$(VENV)/bin/ruff check shared function_app.py tests bench devhost
 	$(PY) -m pytest
 
 ## make twilio-spec: Twilio's OpenAPI spec for the contract tests. $$TWILIO_OAI_SPEC or ../shared/twilio-oai/ are used

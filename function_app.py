@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 
-from shared import routes, sender
+from shared import routes
 from shared.webhooks import WebhookRequest
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
@@ -64,11 +64,15 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.queue_trigger(arg_name="msg", queue_name="%SMS_QUEUE%", **STORAGE)
 def send_sms(msg: func.QueueMessage) -> None:
+    from shared import sender  # loaded by the first queue message, not by every cold start (webhooks)
+
     sender.process_sms(msg.get_body(), msg.id or "", msg.dequeue_count or 1)
 
 
 @app.queue_trigger(arg_name="msg", queue_name="%CALL_QUEUE%", **STORAGE)
 def place_call(msg: func.QueueMessage) -> None:
+    from shared import sender
+
     sender.process_call(msg.get_body(), msg.id or "", msg.dequeue_count or 1)
 
 

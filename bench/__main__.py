@@ -20,7 +20,7 @@ def _run_one(name: str, quick: bool) -> Section:
     if name == "cold_start":
         from bench import cold_start
 
-        return cold_start.run(runs=10 if quick else 15)
+        return cold_start.run(runs=5 if quick else 20)
     if name == "webhook":
         from bench import webhook
 
@@ -28,7 +28,7 @@ def _run_one(name: str, quick: bool) -> Section:
     if name == "outbound":
         from bench import outbound
 
-        return outbound.run(sends=500 if quick else 2_000)
+        return outbound.run(sends=200 if quick else 1_000, profile_sends=50 if quick else 200)
     raise ValueError(name)
 
 

@@ -1,4 +1,4 @@
-"""The stand-in Functions host (tests/standin/queues.py) as a process of its own, so the soak can SIGKILL it.
+"""The local Functions host's queue half (devhost/queues.py) as a process of its own, so the soak can SIGKILL it.
 
 ``python -m bench._soak_host --outcomes FILE [--visibility S] [--lease S] [--claim-margin S]``
 
@@ -58,13 +58,13 @@ def main() -> None:
 
     import function_app
     from shared import sender
-    from tests.standin import queues
+    from devhost import queues
 
     if args.lease is not None:
         queues.LEASE_SECONDS = args.lease  # type: ignore[assignment]
     if args.claim_margin is not None:
         sender.CLAIM_LEASE_MARGIN_SECONDS = args.claim_margin
-    host = queues.StandinQueueHost(function_app.app.get_functions(), visibility_timeout=args.visibility,
+    host = queues.QueueHost(function_app.app.get_functions(), visibility_timeout=args.visibility,
                                    poll_interval=args.poll_interval)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

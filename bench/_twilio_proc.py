@@ -20,8 +20,10 @@ from bench._common import PYTHON, ROOT
 
 
 class TwilioFakeProcess:
-    def __init__(self, account_sid: str, credentials: dict[str, str], fault_rate: float = 0.0) -> None:
-        args = json.dumps({"account_sid": account_sid, "credentials": credentials, "fault_rate": fault_rate})
+    def __init__(self, account_sid: str, credentials: dict[str, str], fault_rate: float = 0.0,
+                 latency_seconds: float = 0.0) -> None:
+        args = json.dumps({"account_sid": account_sid, "credentials": credentials, "fault_rate": fault_rate,
+                           "latency_seconds": latency_seconds})
         self.proc = subprocess.Popen([PYTHON, "-m", "bench._twilio_proc", args], cwd=ROOT, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
@@ -42,6 +44,10 @@ class TwilioFakeProcess:
     def reset(self) -> None:
         self._ask("reset")
 
+    def set_latency(self, seconds: float) -> None:
+        """Every answer from now on waits ``seconds`` (Twilio's own API latency)."""
+        self._ask(f"latency {seconds}")
+
     def stop(self) -> None:
         try:
             if self.proc.poll() is None and self.proc.stdin:
@@ -59,7 +65,8 @@ def _child(config: dict[str, Any]) -> None:
     sys.path.insert(0, str(ROOT))
     from tests.peers.twilio_fake import start_twilio_fake
 
-    fake = start_twilio_fake(config["account_sid"], config["credentials"], fault_rate=config["fault_rate"])
+    fake = start_twilio_fake(config["account_sid"], config["credentials"], fault_rate=config["fault_rate"],
+                             latency_seconds=config.get("latency_seconds", 0.0))
     print(json.dumps({"url": fake.base_url}), flush=True)
     for line in sys.stdin:
         command = line.strip()
@@ -70,6 +77,9 @@ def _child(config: dict[str, Any]) -> None:
             faults = Counter(r.fault or str(r.answered) for r in records)
             print(json.dumps({"requests": len(records), "created": sum(by_id.values()), "by_id": by_id,
                               "faults": faults}), flush=True)
+        elif command.startswith("latency "):
+            fake.latency_seconds = float(command.split()[1])
+            print("{}", flush=True)
         elif command == "reset":
             rate = fake.fault_rate
             fake.reset()

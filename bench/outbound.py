@@ -1,26 +1,24 @@
-"""Outbound sends: the SMS queue function against the Twilio fake, ledger on Azurite, secret from a Key Vault fake.
+"""Outbound sends at the host's concurrency: the SMS queue function vs a raw requests sender, same fake, same run.
 
-Run alone: ``python -m bench.outbound [--sends N] [--naive-sends N]``.
+Run alone: ``python -m bench.outbound [--sends N] [--latencies 0,150]``.
 
-Three variants, each sending to the same Twilio fake (tests/peers/twilio_fake.py, served from a child process so
-its threads do not share our GIL), one thread, interleaved in chunks so noise hits them alike:
+- ours: the indexed queue function for ``%SMS_QUEUE%`` invoked with ``azure.functions.queue.QueueMessage``, as the
+  host does (opt-out read + ledger claim + Twilio create + ledger record on Azurite; the auth token from the Key
+  Vault fake through the real ``SecretClient``), on min(16, ``PYTHON_THREADPOOL_THREAD_COUNT``) threads: batch 16,
+  run on the worker's thread pool;
+- baseline: a raw ``requests.Session`` posting the same form bodies to the same fake at the same concurrency.
 
-- ours: the indexed queue function for ``%SMS_QUEUE%`` invoked with ``azure.functions.queue.QueueMessage``, exactly
-  as the host would (opt-out check + ledger claim + Twilio create + ledger record, on Azurite), with
-  ``KEY_VAULT_URL`` pointing at the Key Vault fake (tests/peers/keyvault.py) through the real ``SecretClient``;
-- ceiling: a raw ``requests.Session`` posting the same form bodies (To, From, Body, StatusCallback) to the fake;
-- naive: what a seed-style function does per message: a new ``SecretClient`` read of the auth token and a new
-  ``twilio.rest.Client`` (no ledger at all, so it is not even safe; it shows what the caches save).
-
-Every HTTP request any of them makes goes through ``requests.Session.send``; a wrapper counts and times those by
-peer (Azurite table/queue, Key Vault, Twilio), giving table operations and vault reads per send and where the
-wall time goes. A pyinstrument profile of our sends (top functions by own time, and the call tree) is printed as well.
+The Twilio fake (tests/peers/twilio_fake.py) runs in a child process and answers after 0 ms and 150 ms (a
+realistic Twilio latency). Per latency: sends/s, CPU ms per send (this process's CPU time), p50/p99 per message.
+Requests per send by peer are counted in a separate pass; a pyinstrument profile of single-threaded sends ends
+the section.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import threading
 import time
@@ -30,12 +28,13 @@ from contextlib import ExitStack
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from bench._common import Row, Section, indexed_functions, render
+from bench._common import Row, Section, indexed_functions, percentile, render
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "bench-vault-auth-token-5e1f0c2a9d"
 FROM = "+15005550006"
 PUBLIC_BASE_URL = "https://switchboard.example.net"
+BATCH_SIZE = 16  # host.json extensions.queues.batchSize
 BODY = "Your appointment is confirmed for Tuesday 10:30. Reply HELP for help."
 
 
@@ -127,7 +126,43 @@ def _profile(call: Callable[[int], Any], start: int, n: int, top: int = 14, tree
     return lines
 
 
-def run(sends: int = 2_000, naive_sends: int = 300, chunk: int = 250, profile_sends: int = 300) -> Section:
+class _FormattingHandler(logging.Handler):
+    """Stands in for the Functions worker's log handler: formats every record it gets (and drops it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.format(record)
+
+
+def _concurrent(call: Callable[[int], Any], ids: range, threads: int) -> tuple[float, float, list[float]]:
+    """Run ``call(i)`` for every id on ``threads`` threads (always that many in flight): wall s, CPU s, per-call ms."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    it = iter(ids)
+
+    def worker() -> None:
+        mine: list[float] = []
+        while True:
+            with lock:
+                i = next(it, None)
+            if i is None:
+                break
+            start = time.perf_counter()
+            call(i)
+            mine.append((time.perf_counter() - start) * 1000)
+        with lock:
+            latencies.extend(mine)
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return time.perf_counter() - t0, time.process_time() - cpu0, latencies
+
+
+def run(sends: int = 800, latencies_ms: tuple[int, ...] = (0, 150), chunk: int = 200, count_sends: int = 100,
+        profile_sends: int = 200) -> Section:
     import requests
 
     from tests.peers.azurite import start_azurite
@@ -161,10 +196,20 @@ def run(sends: int = 2_000, naive_sends: int = 300, chunk: int = 250, profile_se
         stack.callback(lambda: [os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
                                 for k, v in saved.items()])
 
-        from shared import config, storage
+        # The Functions worker sets the root logger to INFO and ships every record: do the same.
+        root = logging.getLogger()
+        handler = _FormattingHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        old_level = root.level
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        stack.callback(lambda: (root.removeHandler(handler), root.setLevel(old_level)))
+
+        from shared import config, storage, transport
 
         def reset_app() -> None:
             config.reset_settings()
+            transport.reset_http_environment()
             storage.reset_clients()
             try:
                 from shared import twilio_api
@@ -177,13 +222,8 @@ def run(sends: int = 2_000, naive_sends: int = 300, chunk: int = 250, profile_se
         stack.callback(lambda: secrets.set_credential_factory(None))
         reset_app()
         stack.callback(reset_app)
-
-        meter.name(f"127.0.0.1:{azurite.table_port}", "azurite-table")
-        meter.name(f"127.0.0.1:{azurite.queue_port}", "azurite-queue")
-        meter.name(urlsplit(vault.url).netloc, "keyvault")
-        meter.name(urlsplit(twilio.base_url).netloc, "twilio")
-        meter.install()
-        stack.callback(meter.uninstall)
+        threads = config.get_settings().thread_count
+        in_flight = min(BATCH_SIZE, threads)
 
         from azure.functions.queue import QueueMessage
 
@@ -191,11 +231,13 @@ def run(sends: int = 2_000, naive_sends: int = 300, chunk: int = 250, profile_se
 
         def ours(i: int) -> None:
             ident = f"bench-{run_id}-{i}"
-            form = _form(i, ident)
-            body = json.dumps({"id": ident, "to": form["To"], "body": BODY})
+            body = json.dumps({"id": ident, "to": _form(i, ident)["To"], "body": BODY})
             user_fn(**{arg: QueueMessage(id=f"qm-{run_id}-{i}", body=body.encode(), dequeue_count=1)})
 
+        # The ceiling: what any sender pays for the Twilio POST alone, on a pool as large as ours.
         session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=in_flight)
+        session.mount("http://", adapter)
         messages_url = f"{twilio.base_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
 
         def raw(i: int) -> None:
@@ -204,100 +246,87 @@ def run(sends: int = 2_000, naive_sends: int = 300, chunk: int = 250, profile_se
             if response.status_code != 201:
                 raise RuntimeError(f"fake answered {response.status_code}")
 
-        def naive(i: int) -> None:
-            from azure.keyvault.secrets import SecretClient
-            from twilio.rest import Client
+        # Warm up: tables, clients, the secret, and a full pool of connections; not measured.
+        _concurrent(ours, range(10_000_000, 10_000_000 + 2 * in_flight), in_flight)
+        _concurrent(raw, range(10_000_000, 10_000_000 + 2 * in_flight), in_flight)
 
-            vault_client = SecretClient(vault.url, FakeCredential(), verify_challenge_resource=False,
-                                        connection_verify=str(vault.cert_path))
-            token = vault_client.get_secret(secrets.AUTH_TOKEN).value
-            client = Client(ACCOUNT_SID, token)
-            client.api.base_url = twilio.base_url
-            form = _form(i, f"naive-{run_id}-{i}")
-            client.messages.create(to=form["To"], from_=FROM, body=BODY, status_callback=form["StatusCallback"])
-
-        # Warm up: first sends create the tables, the clients, read the secret once; not measured.
-        for i in range(20):
-            ours(10_000_000 + i)
-            raw(10_000_000 + i)
-        naive(10_000_000)
+        # Requests per send, counted in a separate pass (the counting wrapper costs CPU of its own).
+        meter.name(f"127.0.0.1:{azurite.table_port}", "azurite-table")
+        meter.name(f"127.0.0.1:{azurite.queue_port}", "azurite-queue")
+        meter.name(urlsplit(vault.url).netloc, "keyvault")
+        meter.name(urlsplit(twilio.base_url).netloc, "twilio")
+        meter.install()
+        reads_before = vault.reads(secrets.AUTH_TOKEN)
+        _concurrent(ours, range(20_000_000, 20_000_000 + count_sends), in_flight)
+        counted, _, methods = meter.snapshot()
+        vault_reads = vault.reads(secrets.AUTH_TOKEN) - reads_before
+        meter.uninstall()
         twilio.reset()
-        vault.reset_counts()
 
-        elapsed = {"ours": 0.0, "raw": 0.0, "naive": 0.0}
-        counts: dict[str, dict[str, int]] = {}
-        peer_seconds: dict[str, dict[str, float]] = {}
-        methods: dict[str, dict[tuple[str, str], int]] = {}
-        vault_reads: dict[str, int] = {}
-        done = {"ours": 0, "raw": 0, "naive": 0}
-        totals = {"ours": sends, "raw": sends, "naive": naive_sends}
-        funcs = {"ours": ours, "raw": raw, "naive": naive}
-        while any(done[k] < totals[k] for k in done):
-            for name in ("raw", "ours", "naive"):
-                n = min(chunk, totals[name] - done[name])
-                if n <= 0:
-                    continue
-                meter.reset()
-                reads_before = vault.reads(secrets.AUTH_TOKEN)
-                t0 = time.perf_counter()
-                for i in range(done[name], done[name] + n):
-                    funcs[name](i)
-                elapsed[name] += time.perf_counter() - t0
-                c, s, m = meter.snapshot()
-                for peer, value in c.items():
-                    counts.setdefault(name, defaultdict(int))[peer] += value
-                for peer, value in s.items():
-                    peer_seconds.setdefault(name, defaultdict(float))[peer] += value
-                for key, value in m.items():
-                    methods.setdefault(name, defaultdict(int))[key] += value
-                vault_reads[name] = vault_reads.get(name, 0) + vault.reads(secrets.AUTH_TOKEN) - reads_before
-                done[name] += n
+        offset = 0
+        for latency in latencies_ms:
+            twilio.set_latency(latency / 1000)
+            wall = {"ours": 0.0, "raw": 0.0}
+            cpu = {"ours": 0.0, "raw": 0.0}
+            lat: dict[str, list[float]] = {"ours": [], "raw": []}
+            done = 0
+            while done < sends:
+                n = min(chunk, sends - done)
+                for name, fn in (("raw", raw), ("ours", ours)):  # interleaved so noise hits both alike
+                    w, c, per_call = _concurrent(fn, range(offset + done, offset + done + n), in_flight)
+                    wall[name] += w
+                    cpu[name] += c
+                    lat[name] += per_call
+                done += n
+            offset += 1_000_000
+            rate = {k: sends / wall[k] for k in wall}
+            cpu_ms = {k: cpu[k] / sends * 1000 for k in cpu}
+            tag = f"{latency} ms Twilio, {in_flight} in flight"
+            base = f"raw requests, {in_flight} thr"
+            section.rows += [
+                Row("outbound", f"sends/s ({tag})", rate["ours"], rate["raw"], "/s", base,
+                    *(("ratio >= 0.9", rate["ours"] / rate["raw"] >= 0.9) if latency >= 100 else ("", None))),
+                Row("outbound", f"CPU ms per send ({tag})", cpu_ms["ours"], cpu_ms["raw"], "ms", base,
+                    "ratio <= 2.5", cpu_ms["ours"] / cpu_ms["raw"] <= 2.5),
+                Row("outbound", f"p50 per message ({tag})", percentile(lat["ours"], 50), percentile(lat["raw"], 50),
+                    "ms", base),
+                Row("outbound", f"p99 per message ({tag})", percentile(lat["ours"], 99), percentile(lat["raw"], 99),
+                    "ms", base),
+            ]
+        twilio.set_latency(0)
 
         stats = twilio.stats()
-        created = {k: sum(1 for i, c in stats["by_id"].items() if i.startswith(f"{k}-{run_id}-") for _ in range(c))
-                   for k in ("bench", "raw", "naive")}
-        if created["bench"] != sends:
-            section.notes.append(f"WARNING: the fake created {created['bench']} messages for {sends} queue sends")
-
-        rate = {k: done[k] / elapsed[k] for k in elapsed}
-        per_send = {k: {peer: v / done[k] for peer, v in counts.get(k, {}).items()} for k in done}
-        table_ops = per_send["ours"].get("azurite-table", 0.0)
+        created = sum(c for i, c in stats["by_id"].items() if i.startswith(f"bench-{run_id}-"))
+        if created != sends * len(latencies_ms):
+            section.notes.append(f"WARNING: the fake created {created} messages for "
+                                 f"{sends * len(latencies_ms)} queue sends")
+        per_send = {peer: v / count_sends for peer, v in counted.items()}
+        table_ops = per_send.get("azurite-table", 0.0)
         section.rows += [
-            Row("outbound", f"SMS queue fn sends/s ({sends}, 1 thread)", rate["ours"], rate["raw"], "/s",
-                "raw requests.Session"),
-            Row("outbound", f"naive seed sender sends/s ({naive_sends})", rate["naive"], rate["raw"], "/s",
-                "raw requests.Session"),
-            Row("outbound", "ours vs naive", rate["ours"], rate["naive"], "/s", "naive seed sender"),
-            Row("outbound", "ms per send", elapsed["ours"] / sends * 1000, elapsed["raw"] / sends * 1000, "ms",
-                "raw requests.Session"),
-            Row("outbound", "vault reads per send", vault_reads["ours"] / sends, vault_reads["naive"] / naive_sends,
-                "", "naive seed sender", "~0 (cached)", vault_reads["ours"] / sends < 0.01),
+            Row("outbound", "vault reads per send", vault_reads / count_sends, None, "", "", "~0 (cached)",
+                vault_reads / count_sends < 0.05),
             Row("outbound", "table ops per send", table_ops, None, "", "", "<= 3", table_ops <= 3.0 + 1e-9),
-            Row("outbound", "Twilio requests per send", per_send["ours"].get("twilio", 0.0),
-                per_send["raw"].get("twilio", 0.0), "", "raw requests.Session", "== 1",
-                abs(per_send["ours"].get("twilio", 0.0) - 1.0) < 1e-9),
+            Row("outbound", "Twilio requests per send", per_send.get("twilio", 0.0), 1.0, "", "raw requests",
+                "== 1", abs(per_send.get("twilio", 0.0) - 1.0) < 1e-9),
         ]
-        section.notes.append("table ops by method (ours, per send): " + ", ".join(
-            f"{method} {v / sends:.2f}" for (peer, method), v in sorted(methods.get("ours", {}).items())
+        section.notes.append(f"threads: PYTHON_THREADPOOL_THREAD_COUNT={threads}, queue batchSize {BATCH_SIZE}: "
+                             f"{in_flight} messages in flight; {sends} sends per variant and latency, interleaved "
+                             f"in chunks of {chunk}; CPU = this process's (Azurite and the fake run apart)")
+        section.notes.append("table ops by method (per send): " + ", ".join(
+            f"{method} {v / count_sends:.2f}" for (peer, method), v in sorted(methods.items())
             if peer == "azurite-table"))
-        for name in ("ours", "raw", "naive"):
-            wall = elapsed[name] / done[name] * 1000
-            parts = {peer: secs / done[name] * 1000 for peer, secs in peer_seconds.get(name, {}).items()}
-            rest = wall - sum(parts.values())
-            section.notes.append(f"where the time goes, {name}: {wall:.2f} ms/send = " + " + ".join(
-                f"{peer} {ms:.2f} ({per_send[name].get(peer, 0):.2g} req)" for peer, ms in
-                sorted(parts.items(), key=lambda kv: -kv[1])) + f" + Python outside HTTP {rest:.2f}")
-        section.notes += _profile(ours, 20_000_000, profile_sends)
+        section.notes += _profile(ours, 30_000_000, profile_sends)
     return section
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sends", type=int, default=2_000)
-    parser.add_argument("--naive-sends", type=int, default=300)
-    parser.add_argument("--profile-sends", type=int, default=300)
+    parser.add_argument("--sends", type=int, default=800, help="sends per variant and latency")
+    parser.add_argument("--latencies", default="0,150", help="Twilio answer latencies to run, ms")
+    parser.add_argument("--profile-sends", type=int, default=200)
     args = parser.parse_args(argv)
-    print(render([run(args.sends, args.naive_sends, profile_sends=args.profile_sends)]))
+    latencies = tuple(int(x) for x in args.latencies.split(",") if x.strip())
+    print(render([run(args.sends, latencies, chunk=min(200, args.sends), profile_sends=args.profile_sends)]))
 
 
 if __name__ == "__main__":

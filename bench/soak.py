@@ -7,7 +7,7 @@ sent twice.
   (tests/peers/twilio_fake.py) answering ``--fault-rate`` of creates with 429/20429 or 500 (nothing created), and
   ``--timeout-rate`` of them accepted but answered only after the client's timeout (a real send in doubt); its
   lists show a new message only ``--list-lag`` seconds later, as Twilio's lists lag.
-- The stand-in Functions host (tests/standin/queues.py, host.json semantics) runs as a child process
+- The local Functions host (devhost/queues.py, host.json semantics) runs as a child process
   (bench/_soak_host.py) and is SIGKILLed ``--kills`` times, evenly spread over the run by progress, and restarted.
 - ``--count`` distinct ids are enqueued as raw JSON (host.json ``messageEncoding: none``); ``--dup-rate`` of them a
   second time as a separate queue message (a producer retry / at-least-once delivery).

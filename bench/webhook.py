@@ -25,7 +25,7 @@ import time
 from typing import Any, Callable
 
 from bench._common import Row, Section, indexed_functions, load_average, percentile, render
-from tests.standin.http import OutBox
+from devhost.http import OutBox
 
 PUBLIC_BASE_URL = "https://switchboard.example.net"
 AUTH_TOKEN = "bench-auth-token-0123456789abcdef"

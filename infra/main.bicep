@@ -65,6 +65,8 @@ param twilioHttpTimeoutSeconds string = '10'
 
 @description('Seconds after a send in doubt (plus the HTTP timeout) before the Twilio list is trusted to show it (absent then = sent again).')
 param reconcileSettleSeconds string = '60'
+@description('Threads the Python worker runs sync functions on, per instance (PYTHON_THREADPOOL_THREAD_COUNT; the worker default is min(32, cores + 4)). With queue batchSize 16, 16 lets every message of a batch send at once; HTTP pools are sized to it. Per-instance sends in flight = this; whole app = this x maximumInstanceCount (see README, Capacity).')
+param pythonThreadpoolThreadCount string = '16'
 
 @description('Spread the app over availability zones (only in regions that offer it for Flex; adds always-ready instances).')
 param zoneRedundant bool = false
@@ -252,6 +254,7 @@ module api 'modules/functionapp.bicep' = {
     secretCacheSeconds: secretCacheSeconds
     twilioHttpTimeoutSeconds: twilioHttpTimeoutSeconds
     reconcileSettleSeconds: reconcileSettleSeconds
+    pythonThreadpoolThreadCount: pythonThreadpoolThreadCount
     zoneRedundant: zoneRedundant
   }
 }

@@ -50,6 +50,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TWILIO_HTTP_TIMEOUT_SECONDS", "10", doc="timeout of every Twilio REST request"),
     Setting("RECONCILE_SETTLE_SECONDS", "60",
             doc="a send in doubt not found in Twilio's list this long after its attempt is sent again"),
+    # Read by the Python worker itself; the app sizes its HTTP connection pools to it.
+    Setting("PYTHON_THREADPOOL_THREAD_COUNT", "16",
+            doc="worker threads for sync functions per instance (worker default: min(32, cores + 4))"),
     # Local-only secrets: never app settings in Azure (the vault holds them there).
     Setting("TWILIO_AUTH_TOKEN", secret=True, doc="local runs only: auth token when KEY_VAULT_URL is empty"),
     Setting("TWILIO_API_KEY_SECRET", secret=True, doc="local runs only: API key secret when KEY_VAULT_URL is empty"),
@@ -88,7 +91,8 @@ class Settings:
     forward_to_number: str
     secret_cache_seconds: float
     twilio_http_timeout: float
-    reconcile_settle_seconds: float = 60.0
+    reconcile_settle_seconds: float
+    thread_count: int
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def require(self, name: str) -> str:
@@ -137,6 +141,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         secret_cache_seconds=_number(env, "SECRET_CACHE_SECONDS"),
         twilio_http_timeout=_number(env, "TWILIO_HTTP_TIMEOUT_SECONDS"),
         reconcile_settle_seconds=_number(env, "RECONCILE_SETTLE_SECONDS"),
+        thread_count=max(1, int(_number(env, "PYTHON_THREADPOOL_THREAD_COUNT"))),
         raw={s.name: _read(env, s.name) for s in SETTINGS if not s.secret},
     )
 

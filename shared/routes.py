@@ -11,12 +11,17 @@ import functools
 import json
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from . import __version__, inbound, secrets, status_callbacks, storage, twiml
+from . import __version__, secrets, storage
 from .config import MissingSettingError, get_settings
-from .outbound import Kind
 from .webhooks import MalformedRequestError, Params, WebhookRejected, WebhookRequest, verify
+
+if TYPE_CHECKING:
+    from .outbound import Kind
+
+# inbound, twiml and status_callbacks (with the outbound schema and the ledger) are imported by the handlers
+# that use them: every cold start imports this module, and each route needs only some of them.
 
 log = logging.getLogger("switchboard.routes")
 
@@ -67,11 +72,15 @@ def twilio_webhook(handler: Callable[[Params], Reply]) -> Callable[[WebhookReque
 
 @twilio_webhook
 def voice(params: Params) -> Reply:
+    from . import twiml
+
     return Reply(body=twiml.incoming_call(get_settings().voice_greeting))
 
 
 @twilio_webhook
 def voice_menu(params: Params) -> Reply:
+    from . import twiml
+
     settings = get_settings()
     digits = params.first("Digits").strip()
     return Reply(body=twiml.menu_choice(digits, params.first("ApiVersion"), settings.forward_to_number))
@@ -79,6 +88,8 @@ def voice_menu(params: Params) -> Reply:
 
 @twilio_webhook
 def voice_recorded(params: Params) -> Reply:
+    from . import inbound
+
     result = inbound.handle_voicemail(params)
     return Reply(body=result.twiml, event=result.event)
 
@@ -103,11 +114,15 @@ def _say_messages(params: Params) -> list[str]:
 
 @twilio_webhook
 def twiml_say(params: Params) -> Reply:
+    from . import twiml
+
     return Reply(body=twiml.say(_say_messages(params), params.first("Voice"), params.first("Language")))
 
 
 @twilio_webhook
 def sms(params: Params) -> Reply:
+    from . import inbound
+
     result = inbound.handle_sms(params, get_settings().sms_auto_reply)
     return Reply(body=result.twiml, event=result.event)
 
@@ -125,6 +140,8 @@ def health(req: WebhookRequest | None = None) -> Reply:
 
 
 def _status_callback(kind: Kind, req: WebhookRequest) -> Reply:
+    from . import status_callbacks
+
     def apply(params: Params) -> Reply:
         status_callbacks.handle(kind, req.query_params, params)  # the id is in the callback URL's query
         return Reply(status=204, body="", content_type="text/plain; charset=utf-8")

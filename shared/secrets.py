@@ -280,11 +280,21 @@ def _vault_client(vault_url: str, client_id: str) -> Any:
             from azure.keyvault.secrets import SecretClient
 
             credential = _credential_factory() if _credential_factory is not None else _default_credential(client_id)
-            old, _client = _client, SecretClient(vault_url, credential, **{**CLIENT_OPTIONS, **_client_overrides})
+            old, _client = _client, SecretClient(vault_url, credential, **_with_transport(
+                {**CLIENT_OPTIONS, **_client_overrides}))
             _client_key = key
             if old is not None:
                 old.close()
         return _client
+
+
+def _with_transport(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the connection ones moved into a transport that reads proxy/CA settings once."""
+    from .transport import azure_transport
+
+    connection = {k: options.pop(k) for k in ("connection_timeout", "read_timeout", "connection_verify")
+                  if k in options}
+    return {**options, "transport": azure_transport(**connection)}
 
 
 def _default_credential(client_id: str) -> Any:

@@ -67,7 +67,11 @@ def _service(kind: str) -> Any:
 
 def _make_service(kind: str) -> Any:
     conn = connection_string()
-    options = {"connection_timeout": STORAGE_TIMEOUT_SECONDS, "read_timeout": STORAGE_TIMEOUT_SECONDS}
+    from .transport import azure_transport
+
+    # One pooled session per service, proxy/CA settings read once (shared.transport).
+    options = {"transport": azure_transport(connection_timeout=STORAGE_TIMEOUT_SECONDS,
+                                            read_timeout=STORAGE_TIMEOUT_SECONDS)}
     if kind == "table":
         from azure.data.tables import TableServiceClient
 

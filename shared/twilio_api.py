@@ -80,8 +80,9 @@ _credentials: tuple[str, str] | None = None
 
 
 def _make_http_client(timeout: float) -> Any:
-    from requests.adapters import HTTPAdapter
     from twilio.http.http_client import TwilioHttpClient
+
+    from .transport import new_session
 
     class TimeoutHttpClient(TwilioHttpClient):
         """TwilioHttpClient that always sends a timeout and never retries a POST by itself."""
@@ -96,9 +97,8 @@ def _make_http_client(timeout: float) -> Any:
     if http_log.level == logging.NOTSET:
         http_log.setLevel(logging.WARNING)
     http = TimeoutHttpClient(pool_connections=True, timeout=timeout, logger=http_log)
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
-    http.session.mount("https://", adapter)
-    http.session.mount("http://", adapter)
+    # Proxy/CA settings read once per process, one pooled connection per worker thread, no retries.
+    http.session = new_session(max_retries=0)
     return http
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import azure.functions as func
 import pytest
 
-from tests.standin.http import OutBox
+from devhost.http import OutBox
 from tests.twilio_signing import PUBLIC_BASE_URL, TEST_AUTH_TOKEN, TEST_SHARED_KEY, form_body, sign_form
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +43,10 @@ _APP_SETTINGS = [
 
 def reset_app_state() -> None:
     """Forget every process-wide cache the app keeps (settings, secrets, storage and Twilio clients)."""
-    from shared import config, secrets, storage, webhooks
+    from shared import config, secrets, storage, transport, webhooks
 
     config.reset_settings()
+    transport.reset_http_environment()
     secrets.reset_secrets()
     storage.reset_clients()
     webhooks.forget_reported()
@@ -159,15 +160,15 @@ def unique_queues(set_env: Callable[..., None]) -> dict[str, str]:
     return names
 
 
-# ---------------------------------------------------------------- stand-in host, HTTP half
+# ---------------------------------------------------------------- the local host (devhost), HTTP half
 
 
 @pytest.fixture
 def standin_http(indexed_functions: dict[str, Any], azurite: Any) -> Iterator[Any]:
     """The indexed HTTP functions served on 127.0.0.1 (queue outputs written to Azurite)."""
-    from tests.standin.http import StandinHttpHost
+    from devhost.http import HttpHost
 
-    host = StandinHttpHost(list(indexed_functions.values()))
+    host = HttpHost(list(indexed_functions.values()))
     host.start()
     yield host
     host.stop()
@@ -361,13 +362,13 @@ def prism_peer() -> Iterator[str]:
 
 @pytest.fixture
 def standin_queues(indexed_functions: dict[str, Any]) -> Iterator[Callable[..., Any]]:
-    """Start the stand-in host's queue half (after the test set its env); stopped at the end."""
-    from tests.standin.queues import StandinQueueHost
+    """Start the local host's queue half (devhost, after the test set its env); stopped at the end."""
+    from devhost.queues import QueueHost
 
     hosts: list[Any] = []
 
     def start(**options: Any) -> Any:
-        host = StandinQueueHost(list(indexed_functions.values()), **options).start()
+        host = QueueHost(list(indexed_functions.values()), **options).start()
         hosts.append(host)
         return host
 

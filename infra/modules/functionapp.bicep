@@ -34,6 +34,7 @@ param forwardToNumber string
 param secretCacheSeconds string
 param twilioHttpTimeoutSeconds string
 param reconcileSettleSeconds string
+param pythonThreadpoolThreadCount string
 
 @description('Spread instances over availability zones (regions that offer it for Flex; keeps 2+ always-ready instances, billed).')
 param zoneRedundant bool = false
@@ -184,6 +185,10 @@ resource app 'Microsoft.Web/sites@2024-11-01' = {
         {
           name: 'RECONCILE_SETTLE_SECONDS'
           value: reconcileSettleSeconds
+        }
+        {
+          name: 'PYTHON_THREADPOOL_THREAD_COUNT'
+          value: pythonThreadpoolThreadCount
         }
       ]
     }

@@ -54,9 +54,11 @@ def test_forged_request_over_http_gets_403_and_no_twiml(standin_http):
     assert b"<Response" not in response.content
 
 
-def test_wrong_method_is_405_and_unknown_route_404(standin_http):
-    assert requests.get(standin_http.base_url + "/api/sms", timeout=10).status_code == 405
-    assert requests.post(standin_http.base_url + "/api/nope", timeout=10).status_code == 404
+def test_wrong_method_and_unknown_route_are_404_with_an_empty_body_as_the_real_host_answers(standin_http):
+    wrong_method = requests.get(standin_http.base_url + "/api/sms", timeout=10)
+    unknown = requests.post(standin_http.base_url + "/api/nope", timeout=10)
+    assert (wrong_method.status_code, wrong_method.content) == (404, b"")
+    assert (unknown.status_code, unknown.content) == (404, b"")
 
 
 def test_inbound_sms_and_voicemail_land_on_the_inbound_queue(standin_http, azurite, unique_queues):

@@ -74,7 +74,7 @@ def test_a_thousand_webhooks_and_200_queue_sends_in_one_ttl_read_each_secret_onc
     report(f"1,000 webhooks + 200 queue sends ({'API key' if api_key else 'auth token'})", keyvault)
     assert statuses == [200] * 1000
     problems = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING
-                or r.name == "tests.standin.queues"]
+                or r.name == "devhost.queues"]
     problems = [p for p in problems if "Connection pool is full" not in p]
     assert host.stats.failed == 0 and len(outbound_env.requests) == 200, problems[:10]
     assert keyvault.reads(secrets.AUTH_TOKEN) == 1

@@ -84,6 +84,7 @@ class TwilioFake:
     timeout_rate: float = 0.0    # share of creates accepted at once but answered only after slow_seconds
     fault_choices: tuple[str, ...] = TRANSIENT_FAULTS
     slow_seconds: float = 2.0
+    latency_seconds: float = 0.0  # every answer waits this long, as Twilio's API does (~150 ms)
     seed: int = 1234
     list_lag: float = 0.0
     requests: list[Recorded] = field(default_factory=list)
@@ -193,6 +194,8 @@ class TwilioFake:
             self.requests.append(record)
         if self.credentials.get(username) != password or parts[2] != self.account_sid:
             return self._error(h, record, "401")
+        if self.latency_seconds:
+            time.sleep(self.latency_seconds)
         fault = self._pick_fault()
         record.fault = fault
         if fault == "reset":

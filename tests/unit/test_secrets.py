@@ -284,7 +284,12 @@ def test_user_assigned_identity_is_passed_to_default_azure_credential_once(sdk_r
     assert len(client.calls) == 1
     (vault_url, used_credential), options = client.calls[0]
     assert vault_url == VAULT and used_credential.kwargs["managed_identity_client_id"].startswith("1111")
-    assert options == secrets.CLIENT_OPTIONS
+    transport = options.pop("transport")  # connection options travel in the once-configured transport
+    config = transport.connection_config
+    assert (config.timeout, config.read_timeout) == (secrets.CLIENT_OPTIONS["connection_timeout"],
+                                                     secrets.CLIENT_OPTIONS["read_timeout"])
+    assert options == {k: v for k, v in secrets.CLIENT_OPTIONS.items()
+                       if k not in ("connection_timeout", "read_timeout")}
 
 
 def test_without_a_client_id_default_azure_credential_gets_no_identity(sdk_recorders, set_env):
@@ -323,7 +328,7 @@ def test_injected_credential_factory_and_options_reach_the_client(sdk_recorders,
         secrets.set_credential_factory(None)
     (_, used_credential), options = client.calls[0]
     assert used_credential is marker
-    assert options["connection_verify"] == "/tmp/cert.pem" and options["retry_total"] == 0
+    assert options["transport"].connection_config.verify == "/tmp/cert.pem" and options["retry_total"] == 0
 
 
 def test_importing_the_app_with_a_vault_configured_loads_no_identity_or_vault_sdk():

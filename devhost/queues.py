@@ -1,13 +1,18 @@
-"""The queue half of a stand-in Functions host, for e2e tests (``func`` cannot be installed here).
+"""The queue half of the local Functions host (also the tests' and the bench's queue host).
 
-Polls the Azurite queue of every indexed queue-trigger function with host.json's semantics:
-- ``batchSize`` messages per receive, run concurrently; a new batch is fetched when the running ones drop to
-  ``newBatchThreshold``;
+Polls the storage queue of every indexed queue-trigger function with host.json's semantics:
+- ``batchSize`` messages per receive; a new batch is fetched when the running ones drop to
+  ``newBatchThreshold``; an empty queue is polled again after ``poll_interval`` (doubling up to
+  ``maxPollingInterval`` when ``max_polling_interval`` is given, as the host backs off);
 - a message is invisible while its function runs; success deletes it; an exception makes it visible again after
   ``visibilityTimeout`` (configurable here: tests scale it down, the default is host.json's);
 - when a failing try had ``dequeue_count >= maxDequeueCount`` the message moves to ``<queue>-poison`` (same
   content), as the host does.
-The function gets an ``azure.functions.queue.QueueMessage`` with id, body (bytes) and dequeue_count.
+Invocations run on the worker's thread pool (``devhost.worker.WorkerPool``, ``PYTHON_THREADPOOL_THREAD_COUNT``
+threads), so however many messages a batch holds, at most that many functions run at once.
+The function gets what the Python worker builds: azure.functions' own ``QueueMessageInConverter`` decoding the
+message as a string, with the trigger metadata ``Id``, ``DequeueCount``, ``InsertionTime``, ``ExpirationTime``,
+``NextVisibleTime`` and ``PopReceipt``.
 """
 
 from __future__ import annotations
@@ -15,17 +20,22 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from azure.functions.queue import QueueMessage
+from azure.functions import meta
+from azure.functions.queue import QueueMessage, QueueMessageInConverter
 
 from shared import storage
 from shared.hostjson import queue_settings
-from tests.standin.http import resolve_setting
 
-log = logging.getLogger("tests.standin.queues")
+from .settings import resolve_setting
+from .worker import WorkerPool
+
+log = logging.getLogger("devhost.queues")
 LEASE_SECONDS = 600  # the host keeps a running message invisible (it renews); tests never run this long
 
 
@@ -51,17 +61,39 @@ class _Trigger:
     user_function: Any
 
 
-class StandinQueueHost:
+def _iso(moment: datetime | None) -> meta.Datum | None:
+    return None if moment is None else meta.Datum(moment.isoformat(), "string")
+
+
+def queue_message(message: Any) -> QueueMessage:
+    """What the Python worker hands a queue-triggered function for a received storage message."""
+    content = message.content
+    text = content if isinstance(content, str) else bytes(content or b"").decode("utf-8", "replace")
+    metadata = {
+        "Id": meta.Datum(message.id, "string"),
+        "DequeueCount": meta.Datum(message.dequeue_count, "int"),
+        "PopReceipt": meta.Datum(message.pop_receipt, "string"),
+        "InsertionTime": _iso(message.inserted_on),
+        "ExpirationTime": _iso(message.expires_on),
+        "NextVisibleTime": _iso(message.next_visible_on),
+    }
+    return QueueMessageInConverter.decode(meta.Datum(text, "string"),
+                                          trigger_metadata={k: v for k, v in metadata.items() if v is not None})
+
+
+class QueueHost:
     """Run ``functions``' queue triggers against the queues named by their (resolved) bindings."""
 
     def __init__(self, functions: list[Any], *, visibility_timeout: float | None = None,
-                 poll_interval: float = 0.05) -> None:
+                 poll_interval: float = 0.05, max_polling_interval: float | None = None,
+                 pool: WorkerPool | None = None) -> None:
         settings = queue_settings()
         self.batch_size = settings.batch_size
         self.new_batch_threshold = settings.new_batch_threshold
         self.max_dequeue_count = settings.max_dequeue_count
         self.visibility_timeout = settings.visibility_timeout if visibility_timeout is None else visibility_timeout
         self.poll_interval = poll_interval
+        self.max_polling_interval = max(poll_interval, max_polling_interval or poll_interval)
         self.stats = QueueStats()
         self.triggers: list[_Trigger] = []
         for fn in functions:
@@ -71,25 +103,37 @@ class StandinQueueHost:
                                                   binding["name"], fn.get_user_function()))
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._pool = ThreadPoolExecutor(max_workers=self.batch_size * max(1, len(self.triggers)),
-                                        thread_name_prefix="standin-queue")
+        self._own_pool = pool is None
+        self.pool = pool or WorkerPool()
         self._running = 0
         self._running_lock = threading.Condition()
 
-    def start(self) -> "StandinQueueHost":
+    def describe(self) -> list[str]:
+        """One line per queue function, as ``func start`` lists them."""
+        return [f"{t.function_name}: queueTrigger ({t.queue_name})" for t in self.triggers]
+
+    def start(self) -> "QueueHost":
         for trigger in self.triggers:
-            storage.queue(trigger.queue_name)
+            try:
+                storage.queue(trigger.queue_name)
+            except Exception as exc:  # noqa: BLE001 - the poller keeps trying, as the host's listener does
+                log.warning("queue %s not reachable yet: %s", trigger.queue_name, type(exc).__name__)
             thread = threading.Thread(target=self._poll, args=(trigger,), daemon=True,
-                                      name=f"standin-poll-{trigger.function_name}")
+                                      name=f"devhost-poll-{trigger.function_name}")
             thread.start()
             self._threads.append(thread)
         return self
 
     def stop(self) -> None:
+        """Stop fetching, let the running invocations finish (messages not started stay invisible until their
+        lease ends, as when the real host shuts down)."""
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
-        self._pool.shutdown(wait=True)
+        with self._running_lock:
+            self._running_lock.wait_for(lambda: self._running == 0, timeout=30)
+        if self._own_pool:
+            self.pool.shutdown()
 
     @property
     def busy(self) -> int:
@@ -97,50 +141,59 @@ class StandinQueueHost:
             return self._running
 
     def _poll(self, trigger: _Trigger) -> None:
-        client = storage.queue(trigger.queue_name)
+        client: Any = None
+        idle_wait = self.poll_interval
         while not self._stop.is_set():
             with self._running_lock:
                 while self._running > self.new_batch_threshold and not self._stop.is_set():
                     self._running_lock.wait(0.1)
             try:
+                client = client or storage.queue(trigger.queue_name)
                 messages = list(client.receive_messages(messages_per_page=self.batch_size,
                                                         max_messages=self.batch_size,
                                                         visibility_timeout=LEASE_SECONDS))
             except Exception as exc:  # noqa: BLE001 - keep polling (Azurite restarting, queue not there yet)
-                log.warning("receive from %s failed: %s", trigger.queue_name, exc)
+                log.warning("receive from %s failed: %s", trigger.queue_name, type(exc).__name__)
                 messages = []
             if not messages:
-                self._stop.wait(self.poll_interval)
+                self._stop.wait(idle_wait)
+                idle_wait = min(idle_wait * 2, self.max_polling_interval)
                 continue
+            idle_wait = self.poll_interval
             for message in messages:
+                if self._stop.is_set():
+                    break  # not started: it reappears when its lease ends, as with the real host
                 with self._running_lock:
                     self._running += 1
-                self._pool.submit(self._invoke, trigger, client, message)
+                self.pool.submit(self._invoke, trigger=trigger, client=client, message=message)
 
     def _invoke(self, trigger: _Trigger, client: Any, message: Any) -> None:
+        invocation, started = str(uuid.uuid4()), time.perf_counter()
         try:
-            content = message.content
-            body = content.encode("utf-8") if isinstance(content, str) else bytes(content or b"")
-            qm = QueueMessage(id=message.id, body=body, dequeue_count=message.dequeue_count,
-                              pop_receipt=message.pop_receipt)
             self.stats.add(invocations=1)
             try:
-                trigger.user_function(**{trigger.arg_name: qm})
+                trigger.user_function(**{trigger.arg_name: queue_message(message)})
             except Exception as exc:  # noqa: BLE001 - the host logs and retries
                 self.stats.add(failed=1)
-                log.info("%s failed (try %s): %s", trigger.function_name, message.dequeue_count, exc)
+                log.info("Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms, DequeueCount=%s): %s",
+                         trigger.function_name, invocation, (time.perf_counter() - started) * 1000,
+                         message.dequeue_count, type(exc).__name__)
                 if message.dequeue_count >= self.max_dequeue_count:
-                    storage.queue(trigger.queue_name + "-poison").send_message(content)
+                    storage.queue(trigger.queue_name + "-poison").send_message(message.content)
                     client.delete_message(message.id, message.pop_receipt)
                     self.stats.add(moved_to_poison=1)
+                    log.warning("Message has reached MaxDequeueCount of %s. Moving message to queue '%s'.",
+                                self.max_dequeue_count, trigger.queue_name + "-poison")
                 else:
                     client.update_message(message.id, message.pop_receipt,
                                           visibility_timeout=max(0, round(self.visibility_timeout)))
                 return
             self.stats.add(succeeded=1)
             client.delete_message(message.id, message.pop_receipt)
+            log.info("Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)", trigger.function_name,
+                     invocation, (time.perf_counter() - started) * 1000)
         except Exception:  # noqa: BLE001
-            log.exception("stand-in host could not settle message %s", getattr(message, "id", "?"))
+            log.exception("local host could not settle message %s", getattr(message, "id", "?"))
         finally:
             with self._running_lock:
                 self._running -= 1

@@ -1,1 +1,0 @@
-"""A small stand-in for the Functions host: HTTP (http.py) and queue (queues.py) halves."""
