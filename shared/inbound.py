@@ -26,7 +26,7 @@ HELP_TEXT = f"{APP_NAME}: reply STOP to stop receiving messages, START to receiv
 MAX_MEDIA = 10
 # A keyword with any amount of padding fits in this; longer bodies are messages (and need no normalising).
 MAX_KEYWORD_INPUT = 160
-# Table storage forbids these characters in a RowKey (controls U+0000-001F, U+007F-009F, / \\ # ?); invisible
+# Table storage forbids these characters in a RowKey (controls U+0000-001F, U+007F-009F, / \ # ?); invisible
 # format characters (zero-width, bidi overrides) would make two keys for one number. Neither is in an address.
 _BAD_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f"
                             r"\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]")
