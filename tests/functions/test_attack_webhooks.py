@@ -276,3 +276,12 @@ def test_sender_that_cannot_be_a_table_key_is_400(call_function, sender):
 def test_signed_query_strings_are_part_of_the_url_and_never_break_the_answer(call_function, query):
     response, _ = call_function("twiml_say", signed_form_request("/api/twiml/say", {"Message": "hi"}, query=query))
     assert response.status_code == 200 and assert_refused_or_valid_twiml(response) is not None
+
+
+@pytest.mark.parametrize("ident", ["abc%0A", "abc%0D%0A", "%0Aabc", "a%00b", "a%2Fb", "a b", "x" * 129, "",
+                                   "a%E2%80%AEb"])
+@pytest.mark.parametrize("route", ["status_message", "status_call"])
+def test_status_callback_with_an_id_that_is_not_a_full_match_is_400(call_function, route, ident):
+    path, params = ROUTES[route]
+    response, _ = call_function(route, signed_form_request(path, params, query=f"id={ident}"))
+    assert response.status_code == 400, response.get_body()
