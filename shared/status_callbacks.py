@@ -29,7 +29,7 @@ def handle(kind: Kind, query: Params, params: Params) -> None:
     ident = query.first("id")
     if not ident:
         raise MalformedRequestError("missing id in the callback URL")
-    if not ID_PATTERN.match(ident):
+    if not ID_PATTERN.fullmatch(ident):  # a full match: no trailing newline
         raise MalformedRequestError("id in the callback URL is not a valid send id")
     status_field = "MessageStatus" if kind == "sms" else "CallStatus"
     status = params.first(status_field) or params.first("SmsStatus")
