@@ -254,7 +254,7 @@ def meaning(status: str, fields: dict[str, Any]) -> str:
 def sends_show(args: argparse.Namespace, out: Output) -> int:
     from . import ledger
 
-    if not ID_PATTERN.match(args.id):
+    if not ID_PATTERN.fullmatch(args.id):
         raise OpsError(f"not a send id: {args.id!r} (1-128 of A-Z a-z 0-9 . _ : -)")
     found = []
     for kind in ([args.kind] if args.kind else list(KINDS)):
@@ -292,7 +292,7 @@ def _time_filter(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
         for i, status in enumerate(statuses):
             params[f"s{i}"] = status
             parts.append(f"status eq @s{i}")
-        clauses.append("(" + " or ".join(parts) + ")")
+        clauses.append("( " + " or ".join(parts) + " )")  # the SDK substitutes @names between spaces
     if args.since:
         params["since"] = parse_when(args.since)
         clauses.append("updated_at ge @since")
@@ -629,7 +629,7 @@ def poison_purge(args: argparse.Namespace, out: Output, ask: Callable[[str], str
 
 def _address(number: str) -> str:
     plain = number[len("whatsapp:"):] if number.startswith("whatsapp:") else number
-    if not E164.match(plain):
+    if not E164.fullmatch(plain):
         raise OpsError(f"not an E.164 number: {number!r} (like +14155550100, or whatsapp:+14155550100)")
     return number
 
