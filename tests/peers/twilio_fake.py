@@ -278,11 +278,11 @@ class TwilioFake:
                 "date_created": now, "date_updated": now, "emergency_status": "Inactive",
                 "emergency_address_sid": None, "emergency_address_status": "unregistered",
                 "friendly_name": number, "identity_sid": None, "origin": "twilio", "phone_number": number,
-                "sid": sid, "sms_application_sid": "", "sms_fallback_method": "POST", "sms_fallback_url": "",
+                "sid": sid, "sms_application_sid": None, "sms_fallback_method": "POST", "sms_fallback_url": "",
                 "sms_method": "POST", "sms_url": sms_url or "", "status_callback": "",
                 "status_callback_method": "POST", "trunk_sid": None,
                 "uri": f"/2010-04-01/Accounts/{self.account_sid}/IncomingPhoneNumbers/{sid}.json",
-                "voice_application_sid": "", "voice_caller_id_lookup": False, "voice_fallback_method": "POST",
+                "voice_application_sid": None, "voice_caller_id_lookup": False, "voice_fallback_method": "POST",
                 "voice_fallback_url": None, "voice_method": "POST", "voice_url": voice_url, "bundle_sid": None,
                 "voice_receive_mode": "voice", "status": "in-use", "type": "local",
             }
