@@ -205,16 +205,16 @@ def test_replay_skips_invalid_messages_and_still_opted_out_recipients(outbound_e
     assert sender.process("sms", "{broken", "q-inv").result == "dead_lettered"
     drain(sms_queue())
     optouts.record_optout(TO, "STOP")
-    assert sender.process("sms", sms("opt-1"), "q-opt").code == "opted_out"
+    assert sender.process("sms", sms("ops-opt-1"), "q-opt").code == "opted_out"
 
     entries = {e["id"]: e["result"] for e in run_json("poison", "replay")["entries"]}
     assert entries["q-inv"].startswith("kept: invalid message")
-    assert entries["opt-1"].startswith("kept: recipient is still opted out")
+    assert entries["ops-opt-1"].startswith("kept: recipient is still opted out")
     assert poison_count() == 2 and drain(sms_queue()) == []
 
     assert run("optouts", "remove", TO)[0] == 0
-    entries = {e["id"]: e["result"] for e in run_json("poison", "replay", "--id", "opt-1")["entries"]}
-    assert entries == {"opt-1": "replayed"}
+    entries = {e["id"]: e["result"] for e in run_json("poison", "replay", "--id", "ops-opt-1")["entries"]}
+    assert entries == {"ops-opt-1": "replayed"}
     assert sender.process("sms", drain(sms_queue())[0], "q-again").result == "sent"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from typing import Any
 
 import pytest
@@ -78,9 +79,10 @@ def test_status_callback_lines_parse_into_kind_id_and_twilio_status(azurite: Any
     from shared import ledger, status_callbacks
     from shared.webhooks import Params
 
-    ledger.insert_if_absent("sms", "cb-1", status="sent", attempts=1, sid="SM" + "c" * 32)
+    ident = "fmt-" + uuid.uuid4().hex[:12]  # the shared Azurite outlives this test
+    ledger.insert_if_absent("sms", ident, status="sent", attempts=1, sid="SM" + "c" * 32)
     caplog.set_level(logging.INFO, logger="switchboard.status")
-    status_callbacks.handle("sms", Params(id=["cb-1"]), Params(MessageStatus=["undelivered"], ErrorCode=["30003"],
+    status_callbacks.handle("sms", Params(id=[ident]), Params(MessageStatus=["undelivered"], ErrorCode=["30003"],
                                                                 To=["+14155552345"]))
     [line] = logged(caplog, "switchboard.status")
     patterns = parse_patterns("status")
@@ -88,5 +90,5 @@ def test_status_callback_lines_parse_into_kind_id_and_twilio_status(azurite: Any
     for name, pattern in patterns:
         fields = pattern.match(line)
         assert fields is not None, f"{name}: KQL parse does not read {line!r}"
-        assert (fields["kind"], fields["id"], fields["twilio_status"]) == ("sms", "cb-1", "undelivered"), name
+        assert (fields["kind"], fields["id"], fields["twilio_status"]) == ("sms", ident, "undelivered"), name
         assert fields["row_status"].split(" ")[0] == "undelivered"
