@@ -27,6 +27,8 @@ STORAGE_TIMEOUT_SECONDS = 10
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str], Any] = {}
+# A credential chosen by a tool (the ops CLI signs in as the operator, not as the app's managed identity).
+_credential_override: Any = None
 
 
 def connection_string() -> str:
@@ -45,7 +47,16 @@ def _identity_endpoint(service: str) -> str:
     raise MissingSettingError("AzureWebJobsStorage")
 
 
+def use_credential(credential: Any) -> None:
+    """Make identity-based clients use ``credential`` (e.g. the operator's ``az login``) instead of the app's."""
+    global _credential_override
+    _credential_override = credential
+    reset_clients()
+
+
 def _credential() -> Any:
+    if _credential_override is not None:
+        return _credential_override
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
     client_id = os.environ.get("AzureWebJobsStorage__clientId") or get_settings().azure_client_id
