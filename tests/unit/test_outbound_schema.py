@@ -41,7 +41,7 @@ def test_media_only_sms_is_valid() -> None:
     ({"to": "+0155550100", "body": "x"}, "to: not an E.164 number"),
     ({"to": 14155550100, "body": "x"}, "to: must be a string, not number"),
     ({"body": "x"}, "to: required"),
-    ({"to": TO, "body": "x" * 1700}, "body: 1700 chars > 1600"),
+    ({"to": TO, "body": "x" * 1700}, "body: 1700 UTF-16 units > 1600"),
     ({"to": TO}, "body: body or media_urls is required"),
     ({"to": TO, "body": ""}, "body: body or media_urls is required"),
     ({"to": TO, "media_urls": ["https://e.com"] * 11}, "media_urls: 11 URLs > 10"),
