@@ -26,19 +26,18 @@ class InvalidAddressError(ValueError):
 
 
 def address_key(address: str) -> str:
-    """The one RowKey for an address: its canonical form (surrounding whitespace dropped), else
-    :class:`InvalidAddressError`. Recording and checking both go through here, so they cannot disagree."""
-    canonical = address.strip()
-    if _ADDRESS.fullmatch(canonical) is None:
+    """The one RowKey for an address: the address itself when it is canonical (full match, nothing around it),
+    else :class:`InvalidAddressError`. Recording and checking both go through here, so they cannot disagree."""
+    if _ADDRESS.fullmatch(address) is None:
         raise InvalidAddressError(address)
-    return canonical
+    return address
 
 
 def _record_key(address: str) -> str:
     """Opt-outs arrive from any sender Twilio forwards (short codes, alphanumeric ids): phone numbers are
     canonicalised; other senders are kept as given (no send can ever be addressed to them)."""
     try:
-        return address_key(address)
+        return address_key(address.strip())
     except InvalidAddressError:
         return address
 

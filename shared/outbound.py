@@ -183,8 +183,9 @@ def _reject_constant(name: str) -> Any:
 
 
 def encode(document: Mapping[str, Any], *, as_base64: bool = False) -> str:
-    """A message document as queue text (compact JSON, optionally base64-encoded)."""
-    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    """A message document as queue text (compact JSON, optionally base64-encoded). ASCII only: a Storage queue
+    message travels inside XML, which cannot carry U+FFFE or control characters raw; ``\\u`` escapes can."""
+    text = json.dumps(document, ensure_ascii=True, separators=(",", ":"))
     return base64.b64encode(text.encode("utf-8")).decode("ascii") if as_base64 else text
 
 

@@ -340,7 +340,7 @@ def _dead_letter(d: _Delivery, ident: str, code: str, reason: str, *, to: str | 
                  row: ledger.Row | None = None, update_ledger: bool = True, resendable: bool = False,
                  **extra: Any) -> Outcome:
     document = poison_document(d, ident, code, reason, **extra)
-    storage.queue(poison_queue_name(d.queue_name)).send_message(json.dumps(document, ensure_ascii=False),
+    storage.queue(poison_queue_name(d.queue_name)).send_message(json.dumps(document, ensure_ascii=True),
                                                                 time_to_live=-1)
     if update_ledger and row is not None:
         _safe_update(row, status="failed", last_error=reason[:1000], resendable=resendable)
