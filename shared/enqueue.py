@@ -124,9 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("AzureWebJobsStorage is malformed: expected a storage connection string (e.g. UseDevelopmentStorage=true)"
               f" or AzureWebJobsStorage__* identity settings ({type(exc).__name__})", file=sys.stderr)
         return EXIT_INVALID
+    from azure.core.exceptions import ClientAuthenticationError
+
     try:
         _ensure_queue(client)
         client.send_message(text, visibility_timeout=delay or None, time_to_live=-1)
+    except ClientAuthenticationError as exc:  # a key that cannot sign, or one the service refuses
+        print(f"AzureWebJobsStorage is malformed or refused: {_first_line(exc)}", file=sys.stderr)
+        return EXIT_INVALID
     except Exception as exc:  # noqa: BLE001 - any storage failure is one line for the user, not a traceback
         print(f"storage unreachable at {_endpoint(client)}: {_first_line(exc)}", file=sys.stderr)
         return EXIT_STORAGE
