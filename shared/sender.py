@@ -106,7 +106,7 @@ def process_call(body: bytes | str, queue_message_id: str, dequeue_count: int = 
 
 def process(kind: Kind, body: bytes | str, queue_message_id: str, dequeue_count: int = 1) -> Outcome:
     """Send, defer, acknowledge as duplicate, or dead-letter one queue message; raise RetryLaterError to retry."""
-    raw = body.encode("utf-8") if isinstance(body, str) else bytes(body or b"")
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body or b"")
     delivery = _Delivery(kind, raw, str(queue_message_id or ""), int(dequeue_count or 1),
                          queue_name_for(kind))
     try:

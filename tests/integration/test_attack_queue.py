@@ -407,3 +407,10 @@ def test_validation_uses_full_matches_only() -> None:
                  for n, line in enumerate(p.read_text().splitlines(), 1)
                  if ".match(" in line and not line.lstrip().startswith("#")]
     assert offenders == []
+
+
+def test_a_queue_text_holding_a_lone_surrogate_is_dead_lettered_not_raised(outbound_env: Any) -> None:
+    outcome = sender.process_sms('{"to":"+14155550100","body":"a\ud800"}', "q", 1)
+    assert outcome.code == "invalid_message" and outcome.reason.startswith("message: not valid UTF-8")
+    [letter] = poison(sms_queue())
+    assert letter["message_base64"] is True and outbound_env.created() == []

@@ -108,7 +108,7 @@ class StandinHttpHost:
                  body: bytes) -> tuple[int, dict[str, str], bytes]:
         path, _, query = raw_path.partition("?")
         for pattern, methods, fn, bindings in self.routes:
-            match = pattern.match(path)
+            match = pattern.fullmatch(path)
             if not match:
                 continue
             if method.upper() not in methods:
