@@ -114,7 +114,7 @@ def handle_sms(params: Params, auto_reply: str = "") -> InboundResult:
         "keyword": keyword,
         "received_at": _now(),
     }
-    return InboundResult(twiml.sms_reply(reply), json.dumps(event, ensure_ascii=False))
+    return InboundResult(twiml.sms_reply(reply), json.dumps(event))
 
 
 def handle_voicemail(params: Params) -> InboundResult:
@@ -131,4 +131,4 @@ def handle_voicemail(params: Params) -> InboundResult:
         "digits": params.first("Digits"),
         "received_at": _now(),
     }
-    return InboundResult(twiml.voicemail_saved(), json.dumps(event, ensure_ascii=False))
+    return InboundResult(twiml.voicemail_saved(), json.dumps(event))

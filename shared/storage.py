@@ -123,6 +123,20 @@ def queue(name: str) -> Any:
     return client
 
 
+def short_lived_queue(name: str, *, timeout_seconds: float = 3, retries: int = 1) -> Any:
+    """A fresh, uncached ``QueueClient`` with tight timeouts and few, short retries, for a one-shot process (the
+    enqueue CLI): the SDK's defaults (3 retries from 15 s back-off) make a user wait ~90 s for "unreachable"."""
+    from azure.storage.queue import ExponentialRetry, QueueClient
+
+    options: dict[str, Any] = {"connection_timeout": timeout_seconds, "read_timeout": timeout_seconds,
+                               "retry_policy": ExponentialRetry(initial_backoff=0, increment_base=1,
+                                                                retry_total=retries, random_jitter_range=0)}
+    conn = connection_string()
+    if conn:
+        return QueueClient.from_connection_string(conn, name, **options)
+    return QueueClient(account_url=_identity_endpoint("queue"), queue_name=name, credential=_credential(), **options)
+
+
 def storage_reachable() -> bool:
     """Cheap round trip to the table service (used by /api/health), with no retries.
 
