@@ -50,7 +50,7 @@ STATUS_MEANINGS = {
 _TWILIO_STATUSES = {"accepted", "scheduled", "queued", "sending", "delivered", "undelivered", "canceled", "read",
                     "partially_delivered", "initiated", "ringing", "in-progress", "answered", "completed", "busy",
                     "no-answer"}
-_DURATION = re.compile(r"^(\d+)([smhd])$")
+_DURATION = re.compile(r"(\d+)([smhd])")
 
 
 class OpsError(RuntimeError):
@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
 def parse_when(text: str, now: datetime | None = None) -> datetime:
     """``30m`` / ``2h`` / ``7d`` back from now, or an ISO-8601 time (UTC when it names no zone)."""
     now = now or datetime.now(timezone.utc)
-    match = _DURATION.match(text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if match:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match[2]]
         return now - timedelta(**{unit: int(match[1])})
