@@ -146,7 +146,7 @@ class HttpHost:
                  body: bytes) -> tuple[int, dict[str, str], bytes]:
         path = raw_path.partition("?")[0]
         for route in self.routes:
-            match = route.pattern.match(path)
+            match = route.pattern.fullmatch(path)
             if match and method.upper() in route.methods:
                 return self._invoke(route, method, raw_path, headers, body, match.groupdict())
         # The real host answers a wrong method exactly like an unknown route.

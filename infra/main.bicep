@@ -8,13 +8,52 @@ targetScope = 'subscription'
 @description('Name of the azd environment; names and tags every resource.')
 param environmentName string
 
+// Regions that offer Flex Consumption (`az functionapp list-flexconsumption-locations`); azd offers only these.
 @minLength(1)
 @description('Azure region of every resource (must offer Flex Consumption).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
 param location string
 
+// 3.10 is not offered: Flex Consumption support for it ends with its end of life (October 2026).
 @description('Python version of the Functions runtime (functionAppConfig.runtime.version).')
 @allowed([
-  '3.10'
   '3.11'
   '3.12'
   '3.13'
@@ -23,6 +62,13 @@ param pythonVersion string = '3.11'
 
 @description('Object id of the developer running azd; gets Key Vault Secrets Officer and the storage data roles. Empty = none.')
 param principalId string = ''
+
+@description('Kind of principal principalId is: User when signed in as a person, ServicePrincipal in CI (azd sets AZURE_PRINCIPAL_TYPE).')
+@allowed([
+  'User'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
 
 @secure()
 @description('Twilio auth token. Non-empty = written to Key Vault as secret twilio-auth-token; never an app setting.')
@@ -57,8 +103,9 @@ param smsAutoReply string = ''
 @description('Menu option 0 dials this number; empty = option off.')
 param forwardToNumber string = ''
 
-@description('How long the app caches secrets read from Key Vault, in seconds.')
-param secretCacheSeconds string = '300'
+// Not named "secret…": Bicep's secure-secrets-in-params linter would take a cache duration for a secret.
+@description('How long the app caches values read from Key Vault, in seconds (app setting SECRET_CACHE_SECONDS).')
+param vaultCacheSeconds string = '300'
 
 @description('Timeout of every Twilio REST request, in seconds.')
 param twilioHttpTimeoutSeconds string = '10'
@@ -74,6 +121,9 @@ param zoneRedundant bool = false
 @description('Days until a Twilio secret written by `azd up` counts as expired in Key Vault (rotation reminder).')
 @minValue(1)
 param twilioSecretExpiryDays int = 365
+
+@description('E-mail addresses (comma-separated) that receive the alerts; empty = alerts fire with no one notified.')
+param alertEmailAddresses string = ''
 
 @description('Memory of each Flex Consumption instance, in MB.')
 @allowed([
@@ -203,7 +253,7 @@ module developerRoles 'modules/roles.bicep' = if (!empty(principalId)) {
   scope: rg
   params: {
     principalId: principalId
-    principalType: 'User'
+    principalType: principalType
     storageAccountName: storage.outputs.name
     keyVaultName: keyVault.outputs.name
     keyVaultRoleId: roleIds.keyVaultSecretsOfficer
@@ -251,11 +301,45 @@ module api 'modules/functionapp.bicep' = {
     voiceGreeting: voiceGreeting
     smsAutoReply: smsAutoReply
     forwardToNumber: forwardToNumber
-    secretCacheSeconds: secretCacheSeconds
+    vaultCacheSeconds: vaultCacheSeconds
     twilioHttpTimeoutSeconds: twilioHttpTimeoutSeconds
     reconcileSettleSeconds: reconcileSettleSeconds
     pythonThreadpoolThreadCount: pythonThreadpoolThreadCount
     zoneRedundant: zoneRedundant
+  }
+}
+
+// PUBLIC_BASE_URL from the host name Azure gave the app (the site cannot read its own defaultHostName).
+module publicUrl 'modules/appsettings.bicep' = {
+  name: 'public-base-url'
+  scope: rg
+  params: {
+    appName: api.outputs.name
+    publicBaseUrl: 'https://${api.outputs.hostName}'
+  }
+}
+
+// Alerts (dead letters, webhook 5xx, function failures, Twilio secret expiry) mailed to alertEmailAddresses.
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    namePrefix: resourceToken
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.appInsightsId
+    keyVaultName: keyVault.outputs.name
+    emailAddresses: empty(alertEmailAddresses) ? [] : split(alertEmailAddresses, ',')
+  }
+}
+
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.appInsightsId
   }
 }
 
@@ -274,3 +358,5 @@ output KEY_VAULT_NAME string = keyVault.outputs.name
 output KEY_VAULT_URL string = keyVault.outputs.uri
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output ALERT_ACTION_GROUP_ID string = alerts.outputs.actionGroupId
+output WORKBOOK_ID string = workbook.outputs.id

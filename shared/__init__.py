@@ -7,3 +7,8 @@ the functions that need them, so a cold start pays only for what the first invoc
 
 __version__ = "0.1.0"
 APP_NAME = "switchboard"
+
+# Phone numbers are masked in every log record, libraries included, from the moment the app is imported.
+from .redact import install_log_redaction  # noqa: E402
+
+install_log_redaction()

@@ -11,6 +11,9 @@ Settings (``AzureWebJobsStorage``, ``SMS_QUEUE``, ``CALL_QUEUE``) come from the 
 ``local.settings.json`` ("Values") in the current directory or the app's root. Prints the message id (the
 ledger key). ``--at`` makes the message invisible until then (at most 7 days a hop; the function requeues the
 rest). ``--base64`` encodes the message for producers that insist on it; the function accepts both.
+
+Exit codes: 0 enqueued; 2 the message or a setting is invalid (stderr names the rule; nothing enqueued);
+3 storage could not be reached (one line on stderr within seconds; try again).
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
+from urllib.parse import urlsplit
 
 from .outbound import InvalidMessageError, Kind, encode, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_HOP_SECONDS = 7 * 24 * 3600 - 60
 EXIT_INVALID = 2
+EXIT_STORAGE = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,9 +117,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     queue = queue_name_for(kind)
     delay = visibility_delay(message.send_at)
     text = encode(document, as_base64=args.base64)
-    storage.queue(queue).send_message(text, visibility_timeout=delay or None, time_to_live=-1)
+    try:
+        client = storage.short_lived_queue(queue)
+    except (ValueError, config.MissingSettingError) as exc:
+        # Never echo the setting: it may hold an account key.
+        print("AzureWebJobsStorage is malformed: expected a storage connection string (e.g. UseDevelopmentStorage=true)"
+              f" or AzureWebJobsStorage__* identity settings ({type(exc).__name__})", file=sys.stderr)
+        return EXIT_INVALID
+    from azure.core.exceptions import ClientAuthenticationError
+
+    try:
+        _ensure_queue(client)
+        client.send_message(text, visibility_timeout=delay or None, time_to_live=-1)
+    except ClientAuthenticationError as exc:  # a key that cannot sign, or one the service refuses
+        print(f"AzureWebJobsStorage is malformed or refused: {_first_line(exc)}", file=sys.stderr)
+        return EXIT_INVALID
+    except Exception as exc:  # noqa: BLE001 - any storage failure is one line for the user, not a traceback
+        print(f"storage unreachable at {_endpoint(client)}: {_first_line(exc)}", file=sys.stderr)
+        return EXIT_STORAGE
     print(message.id)
     return 0
+
+
+def _ensure_queue(client: Any) -> None:
+    from azure.core.exceptions import ResourceExistsError
+
+    try:
+        client.create_queue()
+    except ResourceExistsError:
+        pass
+
+
+def _endpoint(client: Any) -> str:
+    """scheme://host[:port] of the queue service only (a URL's query may hold a SAS token)."""
+    parts = urlsplit(str(getattr(client, "primary_endpoint", "") or getattr(client, "url", "")))
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts.netloc else "(unknown endpoint)"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    reason = text[0] if text else ""
+    if "Connection refused" in str(exc):
+        reason = "connection refused"
+    elif "timed out" in str(exc).lower():
+        reason = "timed out"
+    return f"{type(exc).__name__}: {reason[:200]}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -23,8 +24,12 @@ OPT_IN = frozenset({"START", "YES", "UNSTOP"})
 HELP = frozenset({"HELP", "INFO"})
 HELP_TEXT = f"{APP_NAME}: reply STOP to stop receiving messages, START to receive them again."
 MAX_MEDIA = 10
-# Table storage forbids these characters in a RowKey; a sender address holding one is not a phone number.
-_BAD_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f]")
+# A keyword with any amount of padding fits in this; longer bodies are messages (and need no normalising).
+MAX_KEYWORD_INPUT = 160
+# Table storage forbids these characters in a RowKey (controls U+0000-001F, U+007F-009F, / \ # ?); invisible
+# format characters (zero-width, bidi overrides) would make two keys for one number. Neither is in an address.
+_BAD_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f"
+                            r"\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]")
 
 
 @dataclass(frozen=True)
@@ -39,9 +44,30 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _is_edge_noise(char: str) -> bool:
+    """Whitespace, punctuation, invisible format characters and controls: never part of a keyword."""
+    return char.isspace() or unicodedata.category(char)[0] in "PZC"
+
+
+def normalise_keyword(body: str) -> str:
+    """The body as a keyword candidate: NFKC (full-width ＳＴＯＰ → STOP), invisible characters (zero-width,
+    bidi marks: category Cf) removed, upper case, whitespace and punctuation trimmed from both ends."""
+    text = unicodedata.normalize("NFKC", body[:MAX_KEYWORD_INPUT])
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    start, end = 0, len(text)
+    while start < end and _is_edge_noise(text[start]):
+        start += 1
+    while end > start and _is_edge_noise(text[end - 1]):
+        end -= 1
+    return text[start:end].upper()
+
+
 def keyword_of(body: str) -> str:
-    """The opt-out/opt-in/help keyword a body is, or '' (Twilio matches the whole trimmed body)."""
-    word = body.strip().upper().rstrip(".!")
+    """The opt-out/opt-in/help keyword a body is, or '' (the whole normalised body must be the keyword, as
+    Twilio matches it: "please stop texting me" is a message, not an opt-out)."""
+    if len(body) > MAX_KEYWORD_INPUT:
+        return ""
+    word = normalise_keyword(body)
     return word if word in OPT_OUT | OPT_IN | HELP else ""
 
 
@@ -88,7 +114,7 @@ def handle_sms(params: Params, auto_reply: str = "") -> InboundResult:
         "keyword": keyword,
         "received_at": _now(),
     }
-    return InboundResult(twiml.sms_reply(reply), json.dumps(event, ensure_ascii=False))
+    return InboundResult(twiml.sms_reply(reply), json.dumps(event))
 
 
 def handle_voicemail(params: Params) -> InboundResult:
@@ -105,4 +131,4 @@ def handle_voicemail(params: Params) -> InboundResult:
         "digits": params.first("Digits"),
         "received_at": _now(),
     }
-    return InboundResult(twiml.voicemail_saved(), json.dumps(event, ensure_ascii=False))
+    return InboundResult(twiml.voicemail_saved(), json.dumps(event))

@@ -12,6 +12,9 @@ Row (PartitionKey ``sms`` | ``call``, RowKey = id):
   or ``failed`` / ``rejected`` (dead-lettered with ``last_error``).
 - ``twilio_status``: the latest status Twilio reported (create answer or callback); callbacks only move it forward.
 - ``sid``, ``attempts``, ``last_error``, ``error_code``, ``claimed_at``, ``updated_at``.
+- ``content_hash``: :func:`shared.outbound.content_hash` of the message claimed under this id, so a later message
+  reusing the id for other content (another recipient, another body) is told apart from a redelivery. Rows written
+  before the column existed have none and match anything.
 - ``resolution``: how a send in doubt was settled by reading Twilio back (``found``, ``resent``, ``ambiguous``),
   with ``resolution_detail``.
 
@@ -67,6 +70,14 @@ class Row:
     last_error: str = ""
     claimed_at: datetime | None = None
     fields: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def content_hash(self) -> str:
+        return str(self.fields.get("content_hash", "") or "")
+
+    def conflicts_with(self, content_hash: str) -> bool:
+        """True when this row was written for different content than ``content_hash`` (no stored hash: no)."""
+        return bool(self.content_hash) and self.content_hash != content_hash
 
     @property
     def reached_twilio(self) -> bool:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import hashlib
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -32,16 +34,33 @@ MAX_TWIML_CHARS = 4000                 # Twilio's limit for the Twiml parameter
 MAX_URL_CHARS = 2048
 MIN_TIMEOUT, MAX_TIMEOUT = 5, 600
 
-E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
-ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-MESSAGING_SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
-LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$")
-VOICE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# Field patterns. Always applied with ``fullmatch`` (via :func:`matches`): ``re.match(...$)`` also accepts a
+# trailing newline, which once let "+14155553333\n" past the opt-out check. ``[0-9]``, not ``\d``: ``\d`` would
+# accept fullwidth and Arabic-Indic digits. The id alphabet also keeps out every character a Table key forbids.
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MESSAGING_SERVICE_SID = re.compile(r"MG[0-9a-fA-F]{32}")
+LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}")
+VOICE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# Characters XML 1.0 forbids (TwiML is XML): C0 controls but tab/LF/CR, U+FFFE/U+FFFF, surrogates.
+XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# Lone surrogates: JSON's "\ud800" escape makes them, but no UTF-8 request (Twilio, Storage) can carry them.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 COMMON_FIELDS = frozenset({"id", "to", "from", "send_at"})
 SMS_FIELDS = COMMON_FIELDS | {"body", "media_urls", "messaging_service_sid"}
 CALL_FIELDS = COMMON_FIELDS | {"say", "twiml", "url", "voice", "language", "timeout", "machine_detection"}
 CALL_CONTENT = ("say", "twiml", "url")
+
+
+def matches(pattern: re.Pattern[str], value: str) -> bool:
+    """Whether all of ``value`` (no trailing newline, no prefix) is one ``pattern``: the only way we validate."""
+    return pattern.fullmatch(value) is not None
+
+
+def utf16_length(text: str) -> int:
+    """Length as Twilio counts a body: UTF-16 code units (an emoji outside the BMP is 2)."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 class InvalidMessageError(ValueError):
@@ -114,8 +133,8 @@ def decode(raw: bytes | str) -> Decoded:
     text = text.strip().lstrip("\ufeff")
     was_base64 = False
     if not text.startswith("{"):
-        try:
-            inner = base64.b64decode(text, validate=True)
+        try:  # line-wrapped base64 (the base64 tool, MIME) is still base64
+            inner = base64.b64decode("".join(text.split()), validate=True)
         except (binascii.Error, ValueError):
             raise InvalidMessageError("message", "neither a JSON object nor base64-encoded JSON") from None
         try:
@@ -126,7 +145,9 @@ def decode(raw: bytes | str) -> Decoded:
         if not text.startswith("{"):
             raise InvalidMessageError("message", "base64 content is not a JSON object")
     try:
-        document = json.loads(text, parse_constant=_reject_constant)
+        document = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except _DuplicateKeyError as exc:
+        raise InvalidMessageError("message", str(exc)) from None
     except ValueError as exc:
         detail = f"{exc.msg} at char {exc.pos}" if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise InvalidMessageError("message", f"not valid JSON ({detail})") from None
@@ -137,13 +158,34 @@ def decode(raw: bytes | str) -> Decoded:
     return Decoded(document, was_base64)
 
 
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Refuse ``{"to": a, "to": b}``: parsers disagree on which wins, so a reader upstream may have seen the other."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise _DuplicateKeyError(f"duplicate key {_field_name(key)}")
+        document[key] = value
+    return document
+
+
+def _field_name(key: Any) -> str:
+    """A field name safe to put in a reason or a log line (control characters and length made visible)."""
+    text = str(key)
+    return text if matches(re.compile(r"[A-Za-z0-9_]{1,40}"), text) else repr(text[:40])
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
 def encode(document: Mapping[str, Any], *, as_base64: bool = False) -> str:
-    """A message document as queue text (compact JSON, optionally base64-encoded)."""
-    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    """A message document as queue text (compact JSON, optionally base64-encoded). ASCII only: a Storage queue
+    message travels inside XML, which cannot carry U+FFFE or control characters raw; ``\\u`` escapes can."""
+    text = json.dumps(document, ensure_ascii=True, separators=(",", ":"))
     return base64.b64encode(text.encode("utf-8")).decode("ascii") if as_base64 else text
 
 
@@ -161,14 +203,16 @@ def validate(kind: Kind, doc: Mapping[str, Any], default_id: str | None = None) 
     if kind not in KINDS:
         raise InvalidMessageError("kind", f"{kind!r} is not one of {', '.join(KINDS)}")
     allowed = SMS_FIELDS if kind == "sms" else CALL_FIELDS
-    unknown = sorted(str(k) for k in doc if k not in allowed)
+    unknown = sorted(_field_name(k) for k in doc if k not in allowed)
     if unknown:
         raise InvalidMessageError(unknown[0], f"unknown field (allowed for {kind}: {', '.join(sorted(allowed))})")
-    ident = doc.get("id", default_id)
+    ident = doc.get("id")
+    if ident is None:  # null means absent, as for every optional field
+        ident = default_id
     if ident is None:
         raise InvalidMessageError("id", "required (no queue message id to default to)")
     ident = _string(doc, "id", ident)
-    if not ID_PATTERN.match(ident):
+    if not matches(ID_PATTERN, ident):
         raise InvalidMessageError("id", "must be 1-128 of [A-Za-z0-9._:-]")
     to = _e164(doc, "to", required=True)
     assert to is not None
@@ -182,8 +226,8 @@ def validate(kind: Kind, doc: Mapping[str, Any], default_id: str | None = None) 
 def _validate_sms(doc: Mapping[str, Any], ident: str, to: str, from_: str | None,
                   send_at: datetime | None) -> SmsMessage:
     body = _optional_string(doc, "body")
-    if body is not None and len(body) > MAX_BODY_CHARS:
-        raise InvalidMessageError("body", f"{len(body)} chars > {MAX_BODY_CHARS}")
+    if body is not None and utf16_length(body) > MAX_BODY_CHARS:
+        raise InvalidMessageError("body", f"{utf16_length(body)} UTF-16 units > {MAX_BODY_CHARS} (as Twilio counts)")
     media = doc.get("media_urls")
     media_urls: tuple[str, ...] = ()
     if media is not None:
@@ -195,7 +239,7 @@ def _validate_sms(doc: Mapping[str, Any], ident: str, to: str, from_: str | None
     if not body and not media_urls:
         raise InvalidMessageError("body", "body or media_urls is required")
     service = _optional_string(doc, "messaging_service_sid")
-    if service is not None and not MESSAGING_SERVICE_SID.match(service):
+    if service is not None and not matches(MESSAGING_SERVICE_SID, service):
         raise InvalidMessageError("messaging_service_sid", "must be MG followed by 32 hex digits")
     if service is not None and from_ is not None:
         raise InvalidMessageError("from", "give from or messaging_service_sid, not both")
@@ -212,18 +256,21 @@ def _validate_call(doc: Mapping[str, Any], ident: str, to: str, from_: str | Non
     say = _optional_string(doc, "say")
     if say is not None and (not say.strip() or len(say) > MAX_TWIML_CHARS):
         raise InvalidMessageError("say", f"must be 1-{MAX_TWIML_CHARS} chars of text")
+    if say is not None:
+        _xml_text("say", say)
     twiml = _optional_string(doc, "twiml")
     if twiml is not None:
         if len(twiml) > MAX_TWIML_CHARS:
             raise InvalidMessageError("twiml", f"{len(twiml)} chars > {MAX_TWIML_CHARS}")
-        _check_twiml(twiml)
+        _xml_text("twiml", twiml)
+        check_twiml("twiml", twiml)
     url = doc.get("url")
     url = _https_url("url", url) if url is not None else None
     voice = _optional_string(doc, "voice")
-    if voice is not None and not VOICE.match(voice):
+    if voice is not None and not matches(VOICE, voice):
         raise InvalidMessageError("voice", "must be a voice name such as alice or Polly.Joanna")
     language = _optional_string(doc, "language")
-    if language is not None and not LANGUAGE.match(language):
+    if language is not None and not matches(LANGUAGE, language):
         raise InvalidMessageError("language", "must be a language tag such as en-US")
     if (voice or language) and say is None:
         raise InvalidMessageError("voice" if voice else "language", "only applies with say")
@@ -238,9 +285,25 @@ def _validate_call(doc: Mapping[str, Any], ident: str, to: str, from_: str | Non
         raise InvalidMessageError("machine_detection", "must be true or false")
     message = CallMessage(id=ident, to=to, from_=from_, send_at=send_at, say=say, twiml=twiml, url=url,
                           voice=voice, language=language, timeout=timeout, machine_detection=detection)
-    if say is not None and len(say_twiml(message)) > MAX_TWIML_CHARS:
-        raise InvalidMessageError("say", f"TwiML built from it is over {MAX_TWIML_CHARS} chars")
+    if say is not None:
+        built = say_twiml(message)
+        if len(built) > MAX_TWIML_CHARS:
+            raise InvalidMessageError("say", f"TwiML built from it is over {MAX_TWIML_CHARS} chars")
+        check_twiml("say", built)  # every TwiML we send must parse
     return message
+
+
+# Not content: the id is the key the hash is stored under, and send_at only says when.
+_NOT_CONTENT = frozenset({"id", "send_at"})
+
+
+def content_hash(message: OutboundMessage) -> str:
+    """sha256 over a canonical JSON of what the message sends (kind, to, from, body, media, say/twiml/url, voice,
+    language, timeout, machine_detection, messaging service). Two deliveries of one id must have the same hash;
+    ``from`` is the message's own (None = the app's default), so changing a setting is not a conflict."""
+    content = {f.name: getattr(message, f.name) for f in dataclasses.fields(message) if f.name not in _NOT_CONTENT}
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 def say_twiml(message: CallMessage) -> str:
@@ -253,21 +316,37 @@ def say_twiml(message: CallMessage) -> str:
     return str(response.to_xml(xml_declaration=False))
 
 
-def _check_twiml(twiml: str) -> None:
+def check_twiml(name: str, twiml: str) -> None:
+    """``twiml`` parses as Twilio will receive it (UTF-8 bytes), has no DTD, and is a ``<Response>``."""
     if "<!DOCTYPE" in twiml.upper() or "<!ENTITY" in twiml.upper():
-        raise InvalidMessageError("twiml", "must not declare a DOCTYPE or entities")
+        raise InvalidMessageError(name, "must not declare a DOCTYPE or entities")
     try:
-        root = ET.fromstring(twiml)
+        root = ET.fromstring(twiml.encode("utf-8"))
     except ET.ParseError as exc:
-        raise InvalidMessageError("twiml", f"not well-formed XML ({exc})") from None
+        raise InvalidMessageError(name, f"not well-formed XML ({exc})") from None
     if root.tag != "Response":
-        raise InvalidMessageError("twiml", f"root element must be <Response>, not <{root.tag}>")
+        raise InvalidMessageError(name, f"root element must be <Response>, not <{root.tag}>")
+
+
+def _xml_text(name: str, value: str) -> None:
+    """Refuse (not drop) characters XML 1.0 forbids: silently changing what a call says is worse than a clear
+    dead letter the producer can fix."""
+    bad = XML_FORBIDDEN.search(value)
+    if bad:
+        raise InvalidMessageError(name, f"contains U+{ord(bad.group()):04X}, a character XML 1.0 (TwiML) forbids")
 
 
 def _string(doc: Mapping[str, Any], name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidMessageError(name, f"must be a string, not {_json_type(value)}")
+    _unicode(name, value)
     return value
+
+
+def _unicode(name: str, value: str) -> None:
+    bad = LONE_SURROGATE.search(value)
+    if bad:
+        raise InvalidMessageError(name, f"contains a lone surrogate U+{ord(bad.group()):04X} (not valid Unicode)")
 
 
 def _optional_string(doc: Mapping[str, Any], name: str) -> str | None:
@@ -282,7 +361,7 @@ def _e164(doc: Mapping[str, Any], name: str, *, required: bool) -> str | None:
             raise InvalidMessageError(name, "required")
         return None
     value = _string(doc, name, value)
-    if not E164.match(value):
+    if not matches(E164, value):
         raise InvalidMessageError(name, "not an E.164 number")
     return value
 
@@ -290,6 +369,7 @@ def _e164(doc: Mapping[str, Any], name: str, *, required: bool) -> str | None:
 def _https_url(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidMessageError(name, f"must be a string, not {_json_type(value)}")
+    _unicode(name, value)
     if len(value) > MAX_URL_CHARS:
         raise InvalidMessageError(name, f"URL of {len(value)} chars > {MAX_URL_CHARS}")
     try:

@@ -1,13 +1,24 @@
-"""Keep personal data and secrets out of logs.
+"""Keep personal data out of logs: phone numbers are masked in every log record of every logger.
 
 Phone numbers are personal data; logs keep just enough of one to tell two apart (``+1415***2345``).
+Why one record factory rather than care at each call site: under the Functions worker the root logger is at
+INFO, so SDKs log too, and they log what we cannot edit (azure-core's HTTP policy logs each Table request URL,
+whose key is the number, URL-encoded: ``RowKey='%2B1415…'``; twilio's client logs query parameters). The factory
+is installed once, when the ``shared`` package is imported, and masks the formatted message, the exception text
+and the stack text of every record, whichever logger made it.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from typing import Any
 
-_E164_LIKE = re.compile(r"\+?\d{7,15}")
+# A number as E.164 (+…), URL-encoded (%2B…, %252B… twice) or as a bare run of 10-15 digits standing alone.
+_NUMBER = re.compile(r"(?P<prefix>\+|%2[Bb]|%252[Bb])(?P<digits>\d{7,15})(?!\d)|(?<![\w.])(?P<bare>\d{10,15})(?![\w.])")
+# azure-core logs every request and response (URL, headers) at INFO: numbers in Table keys, and a CPU cost.
+QUIET_LOGGERS = ("azure.core.pipeline.policies.http_logging_policy",)
+_INSTALLED_MARK = "_switchboard_masks_numbers"
 
 
 def mask_number(number: str | None) -> str:
@@ -21,6 +32,51 @@ def mask_number(number: str | None) -> str:
     return f"{number[:head]}***{number[-4:]}"
 
 
+def _masked(match: re.Match[str]) -> str:
+    if match.group("bare"):
+        return mask_number(match.group("bare"))
+    digits = match.group("digits")
+    return match.group("prefix") + (digits[:4] + "***" + digits[-4:] if len(digits) >= 8 else "***")
+
+
 def mask_numbers_in(text: str) -> str:
-    """Mask every phone-number-looking run in free text (error messages echo numbers back)."""
-    return _E164_LIKE.sub(lambda m: mask_number(m.group(0)), text)
+    """Mask every phone number in free text (error messages and library log lines echo numbers back)."""
+    return _NUMBER.sub(_masked, text)
+
+
+def _mask_record(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a bad format string is the handler's to report; mask its raw parts
+        message = f"{record.msg!r} {record.args!r}"
+    masked = mask_numbers_in(message)
+    if masked != message:
+        record.msg, record.args = masked, ()
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = mask_numbers_in(record.exc_text)
+    if record.stack_info:
+        record.stack_info = mask_numbers_in(record.stack_info)
+
+
+def install_log_redaction() -> None:
+    """Mask numbers in every record any logger creates from now on, and quiet azure-core's per-request log.
+
+    Idempotent; wraps whatever record factory is already installed (the worker's or another library's).
+    """
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET or logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, _INSTALLED_MARK, False):
+        return
+
+    def masking_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        _mask_record(record)
+        return record
+
+    setattr(masking_factory, _INSTALLED_MARK, True)
+    logging.setLogRecordFactory(masking_factory)

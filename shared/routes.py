@@ -10,11 +10,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from . import __version__, secrets, storage
 from .config import MissingSettingError, get_settings
+from .throttled_log import log_throttled
 from .webhooks import MalformedRequestError, Params, WebhookRejected, WebhookRequest, verify
 
 if TYPE_CHECKING:
@@ -27,6 +29,7 @@ log = logging.getLogger("switchboard.routes")
 
 XML = "text/xml; charset=utf-8"
 MAX_SAY_MESSAGES = 50
+_MESSAGE_INDEX = re.compile(r"[0-9]{1,4}")
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,13 @@ def answer_webhook(req: WebhookRequest, handler: Callable[[Params], Reply]) -> R
         # A forged request gets no TwiML, only the status and a reason.
         return _text(exc.status, exc.reason)
     except (MissingSettingError, secrets.SecretUnavailableError) as exc:
-        log.error("%s %s unavailable: %s", req.method, req.path, exc)
+        log_throttled(log, logging.ERROR, f"unavailable {req.path} {exc}", "%s %s unavailable: %s",
+                      req.method, req.path, exc)
         return _text(503, "service not configured")
     except Exception as exc:  # noqa: BLE001
         if storage.is_storage_error(exc):
-            log.error("%s %s: storage unavailable: %s", req.method, req.path, type(exc).__name__)
+            log_throttled(log, logging.ERROR, f"storage {req.path} {type(exc).__name__}",
+                          "%s %s: storage unavailable: %s", req.method, req.path, type(exc).__name__)
             return _text(503, "storage unavailable")
         raise
 
@@ -100,8 +105,8 @@ def _say_messages(params: Params) -> list[str]:
     for name, values in params.items():
         if name.startswith("Message[") and name.endswith("]"):
             index = name[len("Message["):-1]
-            if not index.isdigit():
-                raise MalformedRequestError(f"parameter {name}: index must be a number")
+            if not _MESSAGE_INDEX.fullmatch(index):
+                raise MalformedRequestError(f"parameter {name!r}: index must be a number 0-9999 in ASCII digits")
             indexed.extend((int(index), v) for v in values)
     messages = list(params.getlist("Message")) + [v for _, v in sorted(indexed, key=lambda item: item[0])]
     messages = [m for m in messages if m.strip()]
@@ -116,7 +121,12 @@ def _say_messages(params: Params) -> list[str]:
 def twiml_say(params: Params) -> Reply:
     from . import twiml
 
-    return Reply(body=twiml.say(_say_messages(params), params.first("Voice"), params.first("Language")))
+    voice, language = params.first("Voice"), params.first("Language")
+    for name, value in (("Voice", voice), ("Language", language)):
+        if value and not twiml.SAY_ATTRIBUTE.fullmatch(value):
+            raise MalformedRequestError(f"parameter {name} is not a voice or language name "
+                                        f"({twiml.SAY_ATTRIBUTE_RULE})")
+    return Reply(body=twiml.say(_say_messages(params), voice, language))
 
 
 @twilio_webhook

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import get_settings
+from .throttled_log import log_throttled
 
 log = logging.getLogger("switchboard.secrets")
 
@@ -62,12 +63,17 @@ _clock: Callable[[], float] = time.monotonic
 
 
 class SecretUnavailableError(RuntimeError):
-    """A secret could not be read; ``name`` is the secret, ``reason`` says why (never the value)."""
+    """A secret could not be read; ``name`` is the secret, ``reason`` says why (never the value).
 
-    def __init__(self, name: str, reason: str) -> None:
+    ``missing`` means it is not configured at all (no such setting, or no such secret in the vault), as opposed
+    to a vault that is unreachable now: a webhook signed with a key we do not have cannot be valid (403).
+    """
+
+    def __init__(self, name: str, reason: str, missing: bool = False) -> None:
         super().__init__(f"secret {name} unavailable: {reason}")
         self.name = name
         self.reason = reason
+        self.missing = missing
 
 
 @dataclass
@@ -85,13 +91,14 @@ class _Flight:
     done: threading.Event = field(default_factory=threading.Event)
     value: str | None = None
     reason: str = ""
+    missing: bool = False
 
 
 _lock = threading.Lock()
 _cache: dict[str, _Entry] = {}
 _generation: dict[str, int] = {}
 _flights: dict[str, _Flight] = {}
-_failures: dict[str, tuple[float, str]] = {}
+_failures: dict[str, tuple[float, str, bool]] = {}
 _last_refresh: dict[str, float] = {}
 
 _client_lock = threading.Lock()
@@ -176,7 +183,7 @@ def _from_environment(name: str) -> str:
     env_name = ENV_NAMES.get(name, name.upper().replace("-", "_"))
     value = os.environ.get(env_name, "").strip()
     if not value:
-        raise SecretUnavailableError(name, f"setting {env_name} is not set and KEY_VAULT_URL is empty")
+        raise SecretUnavailableError(name, f"setting {env_name} is not set and KEY_VAULT_URL is empty", missing=True)
     return value
 
 
@@ -195,7 +202,7 @@ def _from_vault(name: str, vault_url: str, client_id: str, ttl: float) -> str:
             if failure is not None and now - failure[0] < RETRY_AFTER_FAILURE_SECONDS:
                 if entry is not None:
                     return entry.value  # the warning was logged when the read failed
-                raise SecretUnavailableError(name, failure[1])
+                raise SecretUnavailableError(name, failure[1], failure[2])
             flight = _flights.get(name)
             leader = flight is None
             if leader:
@@ -207,7 +214,7 @@ def _from_vault(name: str, vault_url: str, client_id: str, ttl: float) -> str:
             continue  # that read started before a refresh: its value may be the rotated-out one
         if flight.value is not None:
             return flight.value
-        raise SecretUnavailableError(name, flight.reason)
+        raise SecretUnavailableError(name, flight.reason, flight.missing)
 
 
 def _lead(name: str, flight: _Flight, vault_url: str, client_id: str) -> str:
@@ -217,15 +224,17 @@ def _lead(name: str, flight: _Flight, vault_url: str, client_id: str) -> str:
         except SecretUnavailableError as exc:
             reason = exc.reason
             with _lock:
-                _failures[name] = (_clock(), reason)
+                _failures[name] = (_clock(), reason, exc.missing)
                 stale = _cache.get(name)
                 age = _clock() - stale.fetched_at if stale else 0.0
             if stale is None:
-                flight.reason = reason
-                log.error("secret %s unavailable: %s", name, reason)
-                raise SecretUnavailableError(name, reason) from None
-            log.warning("Key Vault read of secret %s failed (%s); using the cached value read %.0f s ago",
-                        name, reason, age)
+                flight.reason, flight.missing = reason, exc.missing
+                log_throttled(log, logging.ERROR, f"unavailable {name} {reason}",
+                              "secret %s unavailable: %s", name, reason)
+                raise SecretUnavailableError(name, reason, exc.missing) from None
+            log_throttled(log, logging.WARNING, f"stale {name} {reason}",
+                          "Key Vault read of secret %s failed (%s); using the cached value read %.0f s ago",
+                          name, reason, age)
             flight.value = stale.value
             return stale.value
         with _lock:
@@ -247,9 +256,11 @@ def _read_vault(name: str, vault_url: str, client_id: str) -> str:
     try:
         secret = _vault_client(vault_url, client_id).get_secret(name)
     except Exception as exc:  # noqa: BLE001 - every SDK and credential failure maps to one error type
-        raise SecretUnavailableError(name, _describe(exc)) from None
+        from azure.core.exceptions import ResourceNotFoundError
+
+        raise SecretUnavailableError(name, _describe(exc), isinstance(exc, ResourceNotFoundError)) from None
     if not secret.value:
-        raise SecretUnavailableError(name, f"secret has no value in Key Vault {vault_url}")
+        raise SecretUnavailableError(name, f"secret has no value in Key Vault {vault_url}", missing=True)
     log.info("read secret %s from Key Vault (version %s)", name, (secret.properties.version or "?"))
     return secret.value
 

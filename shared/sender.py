@@ -110,7 +110,7 @@ def process_call(body: bytes | str, queue_message_id: str, dequeue_count: int = 
 
 def process(kind: Kind, body: bytes | str, queue_message_id: str, dequeue_count: int = 1) -> Outcome:
     """Send, defer, acknowledge as duplicate, or dead-letter one queue message; raise RetryLaterError to retry."""
-    raw = body.encode("utf-8") if isinstance(body, str) else bytes(body or b"")
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body or b"")
     delivery = _Delivery(kind, raw, str(queue_message_id or ""), int(dequeue_count or 1),
                          queue_name_for(kind))
     try:
@@ -177,17 +177,21 @@ def _defer(d: _Delivery, message: OutboundMessage, decoded: outbound.Decoded) ->
 
 
 def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str | None]) -> Outcome:
+    digest = outbound.content_hash(message)
     if optouts.is_opted_out(message.to):
         existing = ledger.insert_if_absent(d.kind, message.id, status="rejected", attempts=0, resendable=True,
-                                           last_error="recipient opted out", to=mask_number(message.to))
+                                           last_error="recipient opted out", to=mask_number(message.to),
+                                           content_hash=digest)
         if existing is not None and existing.reached_twilio:
+            if existing.conflicts_with(digest):
+                return _id_conflict(d, message, existing, digest)
             return _duplicate(d, message, existing)
         return _dead_letter(d, message.id, "opted_out", "recipient opted out (STOP)", to=message.to)
     twilio_api.get_client()  # credentials must be readable before we claim (else: retry, nothing claimed)
 
-    claimed, row = ledger.try_claim(d.kind, message.id, to=mask_number(message.to))
+    claimed, row = ledger.try_claim(d.kind, message.id, to=mask_number(message.to), content_hash=digest)
     if not claimed:
-        decision = _existing_claim(d, message, sender, row)
+        decision = _existing_claim(d, message, sender, row, digest)
         if isinstance(decision, Outcome):
             return decision
         row = decision
@@ -221,16 +225,19 @@ def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str 
 
 
 def _existing_claim(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str | None],
-                    row: ledger.Row) -> ledger.Row | Outcome:
+                    row: ledger.Row, digest: str) -> ledger.Row | Outcome:
     """Decide what an existing ledger row means for this delivery (see the module docstring, step 4)."""
+    resendable = row.status in ("failed", "rejected") and row.fields.get("resendable") and not row.reached_twilio
+    if not resendable and row.conflicts_with(digest):
+        return _id_conflict(d, message, row, digest)
     if row.reached_twilio or row.status == "sent":
         return _duplicate(d, message, row)
-    if row.status in ("failed", "rejected") and row.fields.get("resendable"):
+    if resendable:
         # Dead-lettered without ever reaching Twilio (invalid, opted out, retries exhausted): a corrected or
-        # re-submitted message with the same id may be sent.
+        # re-submitted message with the same id may be sent; the row now records the new content.
         try:
             return ledger.update(row, status="claimed", attempts=row.attempts + 1, claimed_at=_now(),
-                                 resendable=False)
+                                 resendable=False, content_hash=digest)
         except ledger.LedgerConflictError:
             raise RetryLaterError("another delivery of this id took the claim") from None
     if row.status in ("failed", "rejected"):
@@ -324,6 +331,14 @@ def _lease_active(row: ledger.Row) -> bool:
     return _now() - row.claimed_at < timedelta(seconds=lease)
 
 
+def _id_conflict(d: _Delivery, message: OutboundMessage, row: ledger.Row, digest: str) -> Outcome:
+    """This id was claimed for other content: dead-letter this message; the original row is left as it is."""
+    reason = (f"id {message.id} was already used for other content (status {row.status}); "
+              "give this message its own id")
+    return _dead_letter(d, message.id, "id_conflict", reason, to=message.to, update_ledger=False,
+                        content_hash=digest, recorded_content_hash=row.content_hash)
+
+
 def _duplicate(d: _Delivery, message: OutboundMessage, row: ledger.Row) -> Outcome:
     _log(d.kind, message.id, message.to, "duplicate", f"already sent as {row.sid or row.twilio_status}")
     return Outcome(d.kind, message.id, "duplicate", sid=row.sid)
@@ -395,7 +410,7 @@ def _dead_letter(d: _Delivery, ident: str, code: str, reason: str, *, to: str | 
                  row: ledger.Row | None = None, update_ledger: bool = True, resendable: bool = False,
                  ledger_values: dict[str, Any] | None = None, **extra: Any) -> Outcome:
     document = poison_document(d, ident, code, reason, **extra)
-    storage.queue(poison_queue_name(d.queue_name)).send_message(json.dumps(document, ensure_ascii=False),
+    storage.queue(poison_queue_name(d.queue_name)).send_message(json.dumps(document, ensure_ascii=True),
                                                                 time_to_live=-1)
     if update_ledger and row is not None:
         _safe_update(row, status="failed", last_error=reason[:1000], resendable=resendable, **(ledger_values or {}))
@@ -426,7 +441,7 @@ def _guess_id(d: _Delivery) -> str:
     """The id the message claims if it is a valid one, else the queue message id (for logs and poison)."""
     document = _decoded_document(d)
     ident = document.get("id") if document else None
-    if isinstance(ident, str) and outbound.ID_PATTERN.match(ident):
+    if isinstance(ident, str) and outbound.matches(outbound.ID_PATTERN, ident):
         return ident
     return d.queue_message_id or "unknown"
 

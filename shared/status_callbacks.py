@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from . import ledger
-from .outbound import ID_PATTERN, Kind
+from .outbound import ID_PATTERN, Kind, matches
 from .redact import mask_number
 from .webhooks import MalformedRequestError, Params, WebhookRejected
 
@@ -29,7 +29,7 @@ def handle(kind: Kind, query: Params, params: Params) -> None:
     ident = query.first("id")
     if not ident:
         raise MalformedRequestError("missing id in the callback URL")
-    if not ID_PATTERN.match(ident):
+    if not matches(ID_PATTERN, ident):
         raise MalformedRequestError("id in the callback URL is not a valid send id")
     status_field = "MessageStatus" if kind == "sms" else "CallStatus"
     status = params.first(status_field) or params.first("SmsStatus")

@@ -27,6 +27,8 @@ STORAGE_TIMEOUT_SECONDS = 10
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str], Any] = {}
+# A credential chosen by a tool (the ops CLI signs in as the operator, not as the app's managed identity).
+_credential_override: Any = None
 
 
 def connection_string() -> str:
@@ -45,7 +47,16 @@ def _identity_endpoint(service: str) -> str:
     raise MissingSettingError("AzureWebJobsStorage")
 
 
+def use_credential(credential: Any) -> None:
+    """Make identity-based clients use ``credential`` (e.g. the operator's ``az login``) instead of the app's."""
+    global _credential_override
+    _credential_override = credential
+    reset_clients()
+
+
 def _credential() -> Any:
+    if _credential_override is not None:
+        return _credential_override
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
     client_id = os.environ.get("AzureWebJobsStorage__clientId") or get_settings().azure_client_id
@@ -110,6 +121,20 @@ def queue(name: str) -> Any:
             pass
         client = _clients.setdefault(key, client)
     return client
+
+
+def short_lived_queue(name: str, *, timeout_seconds: float = 3, retries: int = 1) -> Any:
+    """A fresh, uncached ``QueueClient`` with tight timeouts and few, short retries, for a one-shot process (the
+    enqueue CLI): the SDK's defaults (3 retries from 15 s back-off) make a user wait ~90 s for "unreachable"."""
+    from azure.storage.queue import ExponentialRetry, QueueClient
+
+    options: dict[str, Any] = {"connection_timeout": timeout_seconds, "read_timeout": timeout_seconds,
+                               "retry_policy": ExponentialRetry(initial_backoff=0, increment_base=1,
+                                                                retry_total=retries, random_jitter_range=0)}
+    conn = connection_string()
+    if conn:
+        return QueueClient.from_connection_string(conn, name, **options)
+    return QueueClient(account_url=_identity_endpoint("queue"), queue_name=name, credential=_credential(), **options)
 
 
 def storage_reachable() -> bool:

@@ -1,9 +1,18 @@
-"""TwiML documents the webhooks answer with, built with twilio's TwiML classes (never by string pasting)."""
+"""TwiML documents the webhooks answer with, built with twilio's TwiML classes (never by string pasting).
+
+Every document leaves through :func:`render`, which drops the characters XML 1.0 cannot carry (C0 controls but
+tab/CR/LF, U+FFFE/U+FFFF, lone surrogates) from every text and attribute: ElementTree escapes markup but writes
+those as they are, and a parser (Twilio's) then refuses the whole document. Dropping them is right for spoken and
+texted words (they are never speech); fields with a fixed vocabulary (voice, language) are validated by callers
+and refused instead (:data:`SAY_ATTRIBUTE`).
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
+from twilio.twiml import TwiML
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -15,7 +24,34 @@ MENU_PROMPT = (
     "Press 1 to hear about this line, 2 to leave a message, 0 to speak to someone. "
 )
 GOODBYE = "Thank you for calling. Goodbye."
+MAX_ECHO_CHARS = 64  # a caller-supplied ApiVersion is spoken back, but not at any length
 MAX_RECORDING_SECONDS = 120
+# Characters outside XML 1.0's Char production.
+_NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# <Say voice="…" language="…">: names such as alice, Polly.Joanna-Neural, Google.en-US-Standard-A, en-US.
+SAY_ATTRIBUTE_RULE = "1-64 of A-Z a-z 0-9 . _ -"
+SAY_ATTRIBUTE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def xml_text(text: str) -> str:
+    """``text`` without the characters XML 1.0 forbids (see the module docstring)."""
+    return _NOT_XML_CHAR.sub("", text)
+
+
+def _clean(node: TwiML) -> None:
+    if isinstance(node.value, str):
+        node.value = xml_text(node.value)
+    node.attrs = {k: xml_text(v) if isinstance(v, str) else v for k, v in node.attrs.items()}
+    node.verbs = [xml_text(v) if isinstance(v, str) else v for v in node.verbs]
+    for child in node.verbs:
+        if isinstance(child, TwiML):
+            _clean(child)
+
+
+def render(document: TwiML) -> str:
+    """The document as XML that any XML 1.0 parser accepts, whatever text went into it."""
+    _clean(document)
+    return str(document)
 
 
 def _menu(response: VoiceResponse, prompt: str = MENU_PROMPT) -> VoiceResponse:
@@ -30,7 +66,7 @@ def incoming_call(greeting: str) -> str:
     response = VoiceResponse()
     response.say(greeting)
     response.pause(length=1)
-    return str(_menu(response))
+    return render(_menu(response))
 
 
 def menu_choice(digits: str, api_version: str, forward_to: str = "") -> str:
@@ -38,7 +74,7 @@ def menu_choice(digits: str, api_version: str, forward_to: str = "") -> str:
     response = VoiceResponse()
     if digits == "1":
         version = api_version or "unknown"
-        response.say(f"This call reached {APP_NAME}, using Twilio API version {version}.")
+        response.say(f"This call reached {APP_NAME}, using Twilio API version {version[:MAX_ECHO_CHARS]}.")
         response.pause(length=1)
         response.say(GOODBYE)
         response.hangup()
@@ -58,14 +94,14 @@ def menu_choice(digits: str, api_version: str, forward_to: str = "") -> str:
         sorry = "Nobody is available to take your call." if digits == "0" else "Sorry, that is not an option."
         response.say(sorry)
         _menu(response)
-    return str(response)
+    return render(response)
 
 
 def voicemail_saved() -> str:
     response = VoiceResponse()
     response.say("Thank you, your message has been recorded. Goodbye.")
     response.hangup()
-    return str(response)
+    return render(response)
 
 
 def say(messages: Sequence[str], voice: str = "", language: str = "") -> str:
@@ -74,7 +110,7 @@ def say(messages: Sequence[str], voice: str = "", language: str = "") -> str:
     attrs = {k: v for k, v in (("voice", voice), ("language", language)) if v}
     for message in messages:
         response.say(message, **attrs)
-    return str(response)
+    return render(response)
 
 
 def sms_reply(text: str = "") -> str:
@@ -82,4 +118,4 @@ def sms_reply(text: str = "") -> str:
     response = MessagingResponse()
     if text:
         response.message(text)
-    return str(response)
+    return render(response)

@@ -193,14 +193,18 @@ register_secret(TEST_SHARED_KEY)
 VAULT_AUTH_TOKEN = register_secret("vault-auth-token-7c1e9a0b5d2f4e68a1")
 VAULT_API_KEY_SECRET = register_secret("vault-api-key-secret-3b8d6f1a9e2c07")
 
-# Every record of the session (root at DEBUG), checked against every registered secret when the session ends.
+# Every record of the session from every logger (root at INFO, as the Functions worker sets it), checked against
+# every registered secret and for unmasked phone numbers when the session ends.
 SESSION_LOGS = LogRecorder()
+WORKER_ROOT_LEVEL = logging.INFO
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    import shared  # noqa: F401 - as in production, importing the app installs its log redaction
+
     root = logging.getLogger()
     root.addHandler(SESSION_LOGS)
-    root.setLevel(logging.DEBUG)
+    root.setLevel(WORKER_ROOT_LEVEL)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -215,7 +219,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         lines.append(f"SECRET LEAK: {len(leaks)} log record(s) contain a secret value used by the tests:")
         lines += [f"  [{name}] {text}" for name, text in leaks[:20]]
     if numbers:
-        lines.append(f"PHONE NUMBER LEAK: {len(numbers)} app log record(s) hold an unmasked phone number:")
+        lines.append(f"PHONE NUMBER LEAK: {len(numbers)} log record(s) hold an unmasked phone number:")
         lines += [f"  [{name}] {text}" for name, text in numbers[:20]]
     for line in lines:
         if reporter is not None:

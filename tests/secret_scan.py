@@ -1,10 +1,11 @@
-"""Every log record the test session emits, checked against every secret value the tests used, and the app's
-own records checked for unmasked phone numbers.
+"""Every log record the test session emits, checked against every secret value the tests used and for unmasked
+phone numbers, whichever logger (app or library) made it.
 
-``conftest.py`` installs one :class:`LogRecorder` on the root logger for the whole session (root at DEBUG, so
-INFO/DEBUG lines of the app and the SDKs are seen too) and checks it when the session finishes, whatever the
-test order: a secret in any message or exception text fails the run. Tests register the values they use with
-:func:`register_secret`.
+``conftest.py`` installs one :class:`LogRecorder` on the root logger for the whole session, with the root at
+INFO as the Functions worker sets it (so every library's INFO lines are seen, as Application Insights sees them),
+and checks it when the session finishes, whatever the test order: a secret or a whole phone number (plain or
+URL-encoded, as in a Table request URL) in any message, exception or stack text fails the run. Tests register
+the secret values they use with :func:`register_secret`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import logging
 import re
 import threading
 
-# A whole E.164 number; the app's logs may only hold masked ones (+1415***2345).
-_FULL_NUMBER = re.compile(r"(?<![\d*])\+\d{10,15}(?![\d*])")
+# A whole E.164 number, plain or URL-encoded once or twice; logs may only hold masked ones (+1415***2345).
+_FULL_NUMBER = re.compile(r"(?<![\d*])(?:\+|%2[Bb]|%252[Bb])\d{10,15}(?![\d*])")
 
 _registered: set[str] = set()
 _registered_lock = threading.Lock()
@@ -48,10 +49,11 @@ class LogRecorder(logging.Handler):
         except Exception:  # noqa: BLE001 - a bad format string still gets its raw parts checked
             message = f"{record.msg!r} {record.args!r}"
         parts = [message]
-        if record.exc_info:
-            parts.append(logging.Formatter().formatException(record.exc_info))
+        # As logging.Formatter does: the record's exc_text (which the app's redaction fills) wins over exc_info.
         if record.exc_text:
             parts.append(record.exc_text)
+        elif record.exc_info:
+            parts.append(logging.Formatter().formatException(record.exc_info))
         if record.stack_info:
             parts.append(record.stack_info)
         with self._texts_lock:
@@ -72,8 +74,9 @@ class LogRecorder(logging.Handler):
                 found.append((logger_name, masked[:300]))
         return found
 
-    def unmasked_numbers(self, logger_prefix: str = "switchboard") -> list[tuple[str, str]]:
-        """(logger name, line) for every app log record that holds a whole phone number instead of a masked one."""
+    def unmasked_numbers(self, logger_prefix: str = "") -> list[tuple[str, str]]:
+        """(logger name, line) for every record (of loggers under ``logger_prefix``; default all) that holds a
+        whole phone number instead of a masked one."""
         with self._texts_lock:
             texts = list(self.texts)
         return [(name, text[:300]) for name, text in texts

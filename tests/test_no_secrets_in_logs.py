@@ -17,12 +17,13 @@ from tests.conftest import ROOT, SESSION_LOGS, VAULT_AUTH_TOKEN
 from tests.secret_scan import LogRecorder, register_secret
 
 
-def test_session_recorder_sees_every_level_of_every_logger():
+def test_session_recorder_sees_info_of_every_logger_with_the_root_at_info_as_the_worker_sets_it():
     root = logging.getLogger()
-    assert SESSION_LOGS in root.handlers and root.level == logging.DEBUG
+    assert SESSION_LOGS in root.handlers and root.level == logging.INFO
     before = len(SESSION_LOGS.texts)
-    logging.getLogger("azure.core.some.sdk").debug("debug line from an SDK")
-    assert len(SESSION_LOGS.texts) == before + 1
+    logging.getLogger("azure.core.some.sdk").info("info line from an SDK")
+    logging.getLogger("urllib3.connectionpool").info("info line from another library")
+    assert len(SESSION_LOGS.texts) == before + 2
 
 
 def test_recorder_finds_a_secret_in_messages_arguments_and_exceptions():
@@ -69,6 +70,28 @@ def test_a_leaking_test_fails_the_whole_run(tmp_path):
     assert out.returncode == 1
 
 
+PLANTED_NUMBER_LEAK = """
+import logging
+
+def test_leaks_a_number():
+    # A library that bypasses the app's masking (its own record factory) and logs a Table URL at INFO.
+    logging.setLogRecordFactory(logging.LogRecord)
+    logging.getLogger("somelib.http").info("GET /optouts(PartitionKey='optout',RowKey='%2B14155550123')")
+"""
+
+
+def test_a_planted_number_leak_from_any_logger_at_info_fails_the_whole_run(tmp_path):
+    test_file = tmp_path / "test_leaky_number.py"
+    test_file.write_text(PLANTED_NUMBER_LEAK)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-c", os.devnull,
+                          "--rootdir", str(tmp_path), "-p", "no:cacheprovider", str(test_file)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert "1 passed" in out.stdout
+    assert "PHONE NUMBER LEAK: 1 log record(s)" in out.stdout and "[somelib.http]" in out.stdout
+    assert out.returncode == 1
+
+
 def test_register_secret_refuses_short_values():
     import pytest
 
@@ -76,24 +99,50 @@ def test_register_secret_refuses_short_values():
         register_secret("short")
 
 
-def test_recorder_flags_whole_phone_numbers_in_app_logs_but_not_masked_ones():
-    import logging
+def _record(name: str, msg: str, *args: object) -> logging.LogRecord:
+    """A record made without the app's record factory (as a library bypassing it would)."""
+    return logging.LogRecord(name, logging.INFO, __file__, 1, msg, args, None)
 
+
+def test_recorder_flags_whole_numbers_plain_or_url_encoded_from_any_logger_but_not_masked_ones():
     from shared.redact import mask_number
-    from tests.secret_scan import LogRecorder
 
     recorder = LogRecorder()
-    app_log, sdk_log = logging.getLogger("switchboard.check"), logging.getLogger("urllib3.check")
-    for logger in (app_log, sdk_log):
-        logger.addHandler(recorder)
-        logger.propagate = False  # the deliberate leak below must not reach the session-wide check
+    recorder.handle(_record("switchboard.check", "sent to %s", mask_number("+14155552345")))
+    recorder.handle(_record("azure.core.check", "RowKey='%2B1415***2345'"))
+    assert recorder.unmasked_numbers() == []
+    recorder.handle(_record("switchboard.check", "sent to %s", "+14155552345"))
+    recorder.handle(_record("urllib3.check", "sdk line with +14155552345"))
+    recorder.handle(_record("azure.core.check", "PUT optouts(PartitionKey='optout',RowKey='%2B14155552345')"))
+    recorder.handle(_record("azure.core.check", "double encoded %252B14155552345"))
+    assert [name for name, _ in recorder.unmasked_numbers()] == [
+        "switchboard.check", "urllib3.check", "azure.core.check", "azure.core.check"]
+
+
+def test_every_logger_masks_numbers_in_messages_arguments_and_exceptions():
+    """The app's record factory (installed by importing ``shared``) masks what any library logs."""
+    recorder = LogRecorder()
+    logger = logging.getLogger("somelib.client")
+    logger.addHandler(recorder)
+    logger.propagate = False
     try:
-        app_log.warning("sent to %s", mask_number("+14155552345"))
-        sdk_log.warning("sdk line with +14155552345")  # not ours: the app scan ignores it
-        assert recorder.unmasked_numbers() == []
-        app_log.warning("sent to %s", "+14155552345")
-        assert [name for name, _ in recorder.unmasked_numbers()] == ["switchboard.check"]
+        logger.info("GET /optouts(PartitionKey='optout',RowKey='%s')", "%2B14155550123")
+        logger.warning("Query Params: {'To': '+14155550123', 'From': 'whatsapp:+447700900123'}")
+        try:
+            raise RuntimeError("Twilio refused +14155550123")
+        except RuntimeError:
+            logger.exception("send failed")
     finally:
-        for logger in (app_log, sdk_log):
-            logger.removeHandler(recorder)
-            logger.propagate = True
+        logger.removeHandler(recorder)
+        logger.propagate = True
+    assert len(recorder.texts) == 3
+    assert recorder.unmasked_numbers() == []
+    text = "\n".join(t for _, t in recorder.texts)
+    assert "%2B1415***0123" in text and "+1415***0123" in text and "+4477***0123" in text
+
+
+def test_azure_core_per_request_http_logging_is_quiet_at_info():
+    import shared  # noqa: F401
+
+    policy = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
+    assert not policy.isEnabledFor(logging.INFO) and policy.isEnabledFor(logging.WARNING)

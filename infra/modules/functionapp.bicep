@@ -31,7 +31,7 @@ param inboundQueueName string
 param voiceGreeting string
 param smsAutoReply string
 param forwardToNumber string
-param secretCacheSeconds string
+param vaultCacheSeconds string
 param twilioHttpTimeoutSeconds string
 param reconcileSettleSeconds string
 param pythonThreadpoolThreadCount string
@@ -59,6 +59,7 @@ resource app 'Microsoft.Web/sites@2024-11-01' = {
   // checkov:skip=CKV_AZURE_222: Twilio calls the webhooks from the public internet, so public network access stays enabled (every webhook checks X-Twilio-Signature)
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales instances itself; siteConfig.numberOfWorkers is a Dedicated-plan setting that Flex does not use
   // checkov:skip=CKV_AZURE_213: Flex Consumption does not support the platform health check (healthCheckPath); /api/health is there for probes of your own
+  // checkov:skip=CKV_AZURE_78: Flex Consumption has no FTP and ARM rejects siteConfig.ftpsState on Flex sites (code 51021); FTP and SCM basic auth are off via basicPublishingCredentialsPolicies below
   // checkov:skip=CKV_AZURE_17: Twilio cannot present client certificates on its webhook requests; requests are authenticated by signature instead
   name: name
   location: location
@@ -78,8 +79,9 @@ resource app 'Microsoft.Web/sites@2024-11-01' = {
     clientCertEnabled: false
     publicNetworkAccess: 'Enabled'
     siteConfig: {
+      // No ftpsState: ARM rejects it for Flex Consumption sites (extended code 51021); Flex has no FTP at all,
+      // and basic publishing credentials are off (ftpPolicy / scmPolicy below).
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       // No FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION here: Flex Consumption rejects both app
       // settings; the runtime (python + version) is declared in functionAppConfig.runtime below.
@@ -126,7 +128,7 @@ resource app 'Microsoft.Web/sites@2024-11-01' = {
           value: keyVaultUri
         }
         {
-          // The app's own host name, built from its name: referencing app.properties.defaultHostName here would be a cycle.
+          // Until modules/appsettings.bicep replaces it with https://<defaultHostName> (a self-reference here is a cycle).
           name: 'PUBLIC_BASE_URL'
           value: 'https://${name}.azurewebsites.net'
         }
@@ -176,7 +178,7 @@ resource app 'Microsoft.Web/sites@2024-11-01' = {
         }
         {
           name: 'SECRET_CACHE_SECONDS'
-          value: secretCacheSeconds
+          value: vaultCacheSeconds
         }
         {
           name: 'TWILIO_HTTP_TIMEOUT_SECONDS'

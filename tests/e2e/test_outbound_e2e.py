@@ -70,7 +70,7 @@ def test_cli_rejects_bad_input_with_exit_2_and_enqueues_nothing(outbound_env: An
     done = enqueue("sms", "--to", "555-0100", "--body", "x")
     assert done.returncode == 2 and "to: not an E.164 number" in done.stderr and done.stdout == ""
     done = enqueue("sms", "--to", TO, "--body", "x" * 1700)
-    assert done.returncode == 2 and "body: 1700 chars > 1600" in done.stderr
+    assert done.returncode == 2 and "body: 1700 UTF-16 units > 1600" in done.stderr
     from shared import storage
 
     assert storage.queue(os.environ["SMS_QUEUE"]).peek_messages() == []

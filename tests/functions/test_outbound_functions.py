@@ -165,3 +165,13 @@ def test_bad_input_corpus_is_dead_lettered_with_reasons_and_never_sent(indexed_f
         originals = sorted(base64.b64decode(e["message"]) if e.get("message_base64") else
                            e["message"].encode() for e in letters if not e.get("message_truncated"))
         assert originals == sorted(b for b in corpus if len(b) < 50000)
+
+
+@pytest.mark.parametrize("suffix", ["%0A", "%0D%0A", "%00", "%2F", "%23", "%3F", "%5C", "%C2%85", "%20"])
+def test_status_callback_id_must_fully_match_the_id_pattern(call_function: Any, outbound_env: Any,
+                                                            suffix: str) -> None:
+    ident = f"cb-5-{abs(hash(suffix)) % 10 ** 6}"
+    ledger.try_claim("sms", ident)
+    response = callback(call_function, "/api/status/message", f"id={ident}{suffix}",
+                        {"MessageSid": "SM" + "3" * 32, "MessageStatus": "delivered"})
+    assert response.status_code == 400 and row("sms", ident).status == "claimed"

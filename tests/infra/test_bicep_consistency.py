@@ -227,6 +227,7 @@ def test_app_identity_and_developer_get_the_right_roles(main: dict[str, Any], ma
 
     dev_module = main["modules"]["developerRoles"]
     assert "principalId" in json.dumps(dev_module["config"]["condition"])
+    assert config(dev_module)["params"]["principalType"] == "principalType"  # from azd: AZURE_PRINCIPAL_TYPE
     dev = module_params(main, "developerRoles", main_scope)
     assert dev["principalType"] == "User"
     assert set(dev["storageRoleIds"]) == STORAGE_ROLES
@@ -253,7 +254,8 @@ def test_function_app_is_flex_consumption_linux_python(function_app: dict[str, A
     assert function_app["kind"] == "functionapp,linux"
     props = function_app["properties"]
     assert props["httpsOnly"] is True
-    assert (props["siteConfig"]["minTlsVersion"], props["siteConfig"]["ftpsState"]) == ("1.2", "Disabled")
+    assert props["siteConfig"]["minTlsVersion"] == "1.2"
+    assert "ftpsState" not in props["siteConfig"]  # ARM rejects it for Flex Consumption sites (51021)
     flex = resolve(props["functionAppConfig"], app_scope)
     storage = flex["deployment"]["storage"]
     assert storage["type"] == "blobContainer"

@@ -12,6 +12,9 @@ from tests.infra.infra_tools import INFRA, infra_tool, parse_bicep
 
 EXPECTED_FILES = {
     "main.bicep",
+    "modules/alerts.bicep",
+    "modules/appsettings.bicep",
+    "modules/workbook.bicep",
     "modules/functionapp.bicep",
     "modules/identity.bicep",
     "modules/keyvault.bicep",

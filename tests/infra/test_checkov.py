@@ -23,6 +23,16 @@ ALLOWED_SKIPS = {
     "CKV_AZURE_212": "numberOfWorkers (Dedicated-plan setting; Flex scales itself)",
     "CKV_AZURE_213": "platform health check (not supported on Flex Consumption)",
     "CKV_AZURE_225": "zone redundancy (region-dependent, billed always-ready instances; opt-in parameter)",
+    # Flex has no FTP; ARM rejects siteConfig.ftpsState on Flex sites (51021); basic publishing auth is off.
+    "CKV_AZURE_78": "FTP deployments (no ftpsState on Flex Consumption)",
+    # appsettings.bicep's Microsoft.Web/sites/config 'appsettings' resource is read by checkov as web config;
+    # these web-config checks apply to the site (functionapp.bicep), not to the app settings resource.
+    "CKV_AZURE_13": "app service authentication (appsettings config resource, not web config)",
+    "CKV_AZURE_63": "HTTP logging (appsettings config resource, not web config)",
+    "CKV_AZURE_65": "detailed error messages (appsettings config resource, not web config)",
+    "CKV_AZURE_66": "failed request tracing (appsettings config resource, not web config)",
+    "CKV_AZURE_80": ".NET framework version (appsettings config resource, not web config)",
+    "CKV_AZURE_88": "Azure Files (appsettings config resource, not web config)",
 }
 
 

@@ -263,6 +263,14 @@ def test_webhook_signed_with_the_shared_key_is_checked_with_the_vaults_shared_ke
     assert keyvault.reads(secrets.AUTH_TOKEN) == 0
 
 
-def test_shared_key_signed_webhook_without_the_secret_in_the_vault_is_503(keyvault, call_function):
+def test_shared_key_signed_webhook_without_the_secret_in_the_vault_is_403(keyvault, call_function):
+    """No SharedKey in the vault (404): a signature claiming one cannot be valid, so it is forged (403), not 503."""
+    req = signed_form_request("/api/voice", CALL, token=VAULT_SHARED_KEY, algorithm="HMAC_SHA256", shared_key=True)
+    assert call_function("voice", req)[0].status_code == 403
+
+
+def test_shared_key_signed_webhook_with_the_vault_down_is_503(keyvault, call_function):
+    """The vault unreachable is an outage, not a forgery: 503, so Twilio retries or uses the fallback URL."""
+    keyvault.fail("503")
     req = signed_form_request("/api/voice", CALL, token=VAULT_SHARED_KEY, algorithm="HMAC_SHA256", shared_key=True)
     assert call_function("voice", req)[0].status_code == 503

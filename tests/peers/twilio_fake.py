@@ -88,13 +88,16 @@ class TwilioFake:
     seed: int = 1234
     list_lag: float = 0.0
     requests: list[Recorded] = field(default_factory=list)
-    resources: list[dict[str, Any]] = field(default_factory=list)
+    listed: list[dict[str, Any]] = field(default_factory=list)   # creates in order, with when lists show them
     list_reads: list[dict[str, list[str]]] = field(default_factory=list)
     _next_list_faults: list[str] = field(default_factory=list)
     _next_faults: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _rng: random.Random = field(default_factory=random.Random)
+    # Created messages/calls by SID, and the account's phone numbers (see "Read-back and phone numbers" below).
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    phone_numbers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # ------------------------------------------------------------ control
 
@@ -126,6 +129,7 @@ class TwilioFake:
         with self._lock:
             self.requests.clear()
             self.resources.clear()
+            self.listed.clear()
             self.list_reads.clear()
             self._next_faults.clear()
             self._next_list_faults.clear()
@@ -158,7 +162,10 @@ class TwilioFake:
                 fake._handle(self)
 
             def do_GET(self) -> None:  # noqa: N802
-                fake._handle_get(self)
+                if urlsplit(self.path).path.endswith(("/Messages.json", "/Calls.json")):
+                    fake._handle_get(self)
+                else:
+                    fake._handle_more(self, "GET", b"")
 
         self.port = self.port or free_port()
         self._server = _Server(("127.0.0.1", self.port), Handler)
@@ -184,8 +191,7 @@ class TwilioFake:
         # 2010-04-01 / Accounts / {sid} / Messages.json
         if len(parts) != 4 or parts[0] != "2010-04-01" or parts[1] != "Accounts" or \
                 parts[3] not in ("Messages.json", "Calls.json"):
-            return self._json(h, 404, {"code": 20404, "message": "The requested resource was not found",
-                                       "more_info": "https://www.twilio.com/docs/errors/20404", "status": 404})
+            return self._handle_more(h, "POST", raw)
         kind = "sms" if parts[3] == "Messages.json" else "call"
         form = parse_qs(raw.decode("utf-8"), keep_blank_values=True)
         username, password = _basic_auth(h.headers.get("Authorization", ""))
@@ -210,8 +216,9 @@ class TwilioFake:
         body = self._message(record) if kind == "sms" else self._call(record)
         record.sid, record.answered = body["sid"], 201
         with self._lock:
-            self.resources.append({"kind": kind, "visible_at": time.monotonic() + self.list_lag,
-                                   "created": time.time(), "body": body})
+            self.resources[body["sid"]] = body
+            self.listed.append({"kind": kind, "visible_at": time.monotonic() + self.list_lag,
+                                "created": time.time(), "body": body})
         if fault == "slow":
             time.sleep(self.slow_seconds)  # accepted (and listed) at once, answered after the client gave up
         try:
@@ -256,7 +263,7 @@ class TwilioFake:
 
         now = time.monotonic()
         with self._lock:
-            visible = [r for r in self.resources if r["kind"] == kind and r["visible_at"] <= now]
+            visible = [r for r in self.listed if r["kind"] == kind and r["visible_at"] <= now]
         visible.sort(key=lambda r: r["created"], reverse=True)
         rows = [r["body"] for r in visible if _list_filter_matches(kind, r["body"], one)]
         size = min(1000, max(1, int(one("PageSize") or 50)))
@@ -343,6 +350,86 @@ class TwilioFake:
             parts = urlsplit(url)
             target = deliver_to.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
         return requests.post(target, data=params, headers={"X-Twilio-Signature": signature}, timeout=10)
+
+    # ------------------------------------------------------------ read-back and phone numbers
+    # Kept apart from the create path above: fetch one message/call by SID, list them by ``To`` (used by
+    # ``python -m shared.ops poison replay``), and the IncomingPhoneNumbers list/update the azd hook uses.
+
+    def add_phone_number(self, number: str, *, voice_url: str | None = None, sms_url: str | None = None) -> str:
+        """Give the account a phone number (as bought in the console); returns its PN SID."""
+        sid = "PN" + uuid.uuid4().hex
+        now = formatdate(usegmt=True).replace("GMT", "+0000")
+        with self._lock:
+            self.phone_numbers[sid] = {
+                "account_sid": self.account_sid, "address_requirements": "none", "address_sid": None,
+                "api_version": "2010-04-01", "beta": False,
+                "capabilities": {"voice": True, "sms": True, "mms": True, "fax": False},
+                "date_created": now, "date_updated": now, "emergency_status": "Inactive",
+                "emergency_address_sid": None, "emergency_address_status": "unregistered",
+                "friendly_name": number, "identity_sid": None, "origin": "twilio", "phone_number": number,
+                "sid": sid, "sms_application_sid": None, "sms_fallback_method": "POST", "sms_fallback_url": "",
+                "sms_method": "POST", "sms_url": sms_url or "", "status_callback": "",
+                "status_callback_method": "POST", "trunk_sid": None,
+                "uri": f"/2010-04-01/Accounts/{self.account_sid}/IncomingPhoneNumbers/{sid}.json",
+                "voice_application_sid": None, "voice_caller_id_lookup": False, "voice_fallback_method": "POST",
+                "voice_fallback_url": None, "voice_method": "POST", "voice_url": voice_url, "bundle_sid": None,
+                "voice_receive_mode": "voice", "status": "in-use", "type": "local",
+            }
+        return sid
+
+    _NUMBER_UPDATES = {"VoiceUrl": "voice_url", "VoiceMethod": "voice_method", "SmsUrl": "sms_url",
+                       "SmsMethod": "sms_method", "StatusCallback": "status_callback"}
+
+    def _handle_more(self, h: BaseHTTPRequestHandler, method: str, raw: bytes) -> None:
+        split = urlsplit(h.path)
+        parts = split.path.strip("/").split("/")
+        query = parse_qs(split.query)
+        if len(parts) < 4 or parts[:2] != ["2010-04-01", "Accounts"]:
+            return self._not_found(h)
+        username, password = _basic_auth(h.headers.get("Authorization", ""))
+        if self.credentials.get(username) != password or parts[2] != self.account_sid:
+            status, code, message = _ERRORS["401"]
+            return self._json(h, status, {"code": code, "message": message, "status": status,
+                                          "more_info": f"https://www.twilio.com/docs/errors/{code}"})
+        rest = parts[3:]
+        if method == "GET" and len(rest) == 2 and rest[0] in ("Messages", "Calls") and rest[1].endswith(".json"):
+            with self._lock:
+                body = self.resources.get(rest[1][:-5])
+            if body is None or (rest[0] == "Calls") != body["sid"].startswith("CA"):
+                return self._not_found(h)
+            return self._json(h, 200, body)
+        if rest == ["IncomingPhoneNumbers.json"] and method == "GET":
+            number = query.get("PhoneNumber", [""])[0]
+            with self._lock:
+                items = [dict(n) for n in self.phone_numbers.values() if not number or n["phone_number"] == number]
+            return self._json(h, 200, self._page(h.path, "incoming_phone_numbers", items, query))
+        if len(rest) == 2 and rest[0] == "IncomingPhoneNumbers" and rest[1].endswith(".json") and method == "POST":
+            form = parse_qs(raw.decode("utf-8"), keep_blank_values=True)
+            with self._lock:
+                number = self.phone_numbers.get(rest[1][:-5])
+                if number is not None:
+                    for name, key in self._NUMBER_UPDATES.items():
+                        if name in form:
+                            number[key] = form[name][0]
+                    number["date_updated"] = formatdate(usegmt=True).replace("GMT", "+0000")
+                    self.requests.append(Recorded("number", parts[2], form, username, answered=200,
+                                                  sid=number["sid"]))
+                    body = dict(number)
+            if number is None:
+                return self._not_found(h)
+            return self._json(h, 200, body)
+        return self._not_found(h)
+
+    def _page(self, path: str, key: str, items: list[dict[str, Any]], query: dict[str, list[str]]) -> dict[str, Any]:
+        size = max(1, min(1000, int(query.get("PageSize", ["50"])[0] or 50)))
+        items = items[:size]
+        uri = urlsplit(path).path + (f"?{urlsplit(path).query}" if urlsplit(path).query else "")
+        return {key: items, "end": max(0, len(items) - 1), "first_page_uri": uri, "next_page_uri": None, "page": 0,
+                "page_size": size, "previous_page_uri": None, "start": 0, "uri": uri}
+
+    def _not_found(self, h: BaseHTTPRequestHandler) -> None:
+        self._json(h, 404, {"code": 20404, "message": "The requested resource was not found",
+                            "more_info": "https://www.twilio.com/docs/errors/20404", "status": 404})
 
 
 def _list_filter_matches(kind: str, body: dict[str, Any], one: Callable[[str], str]) -> bool:

@@ -41,7 +41,7 @@ def test_media_only_sms_is_valid() -> None:
     ({"to": "+0155550100", "body": "x"}, "to: not an E.164 number"),
     ({"to": 14155550100, "body": "x"}, "to: must be a string, not number"),
     ({"body": "x"}, "to: required"),
-    ({"to": TO, "body": "x" * 1700}, "body: 1700 chars > 1600"),
+    ({"to": TO, "body": "x" * 1700}, "body: 1700 UTF-16 units > 1600"),
     ({"to": TO}, "body: body or media_urls is required"),
     ({"to": TO, "body": ""}, "body: body or media_urls is required"),
     ({"to": TO, "media_urls": ["https://e.com"] * 11}, "media_urls: 11 URLs > 10"),
@@ -113,3 +113,27 @@ def test_undecodable_bodies_are_rejected(raw: bytes, expected: str) -> None:
     with pytest.raises(InvalidMessageError) as info:
         parse("sms", raw, "q")
     assert info.value.reason.startswith(expected)
+
+
+def test_content_hash_ignores_id_send_at_and_nulls_but_sees_every_content_field() -> None:
+    from shared.outbound import content_hash, validate
+
+    base = content_hash(validate("sms", {"to": TO, "body": "hi"}, "q1"))
+    same = validate("sms", {"id": "other", "to": TO, "body": "hi", "from": None, "media_urls": None,
+                            "send_at": "2020-01-01T00:00:00Z"}, "q2")
+    assert content_hash(same) == base and len(base) == 64
+    changed = [{"to": "+14155550199", "body": "hi"}, {"to": TO, "body": "hi "}, {"to": TO, "body": "hi", "from": TO},
+               {"to": TO, "body": "hi", "media_urls": ["https://ex.com/a"]},
+               {"to": TO, "body": "hi", "messaging_service_sid": "MG" + "a" * 32}]
+    assert len({content_hash(validate("sms", doc, "q")) for doc in changed} | {base}) == len(changed) + 1
+    assert content_hash(validate("call", {"to": TO, "say": "hi"}, "q")) != content_hash(
+        validate("call", {"to": TO, "url": "https://ex.com/hi"}, "q"))
+
+
+def test_body_limit_counts_utf16_units_like_twilio() -> None:
+    from shared.outbound import InvalidMessageError, utf16_length, validate
+
+    assert utf16_length("\U0001F600" * 800) == 1600 and utf16_length("é" * 1600) == 1600
+    validate("sms", {"to": TO, "body": "\U0001F600" * 800}, "q")
+    with pytest.raises(InvalidMessageError, match="body: 1602 UTF-16 units > 1600"):
+        validate("sms", {"to": TO, "body": "\U0001F600" * 801}, "q")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -112,14 +113,20 @@ def test_unknown_algorithm_in_settings_header_is_rejected():
         verify(form_request("/api/sms", params, sig, extra=header))
 
 
-def test_shared_key_signed_request_without_a_shared_key_configured_is_503_naming_it(monkeypatch, set_env, caplog):
+def test_shared_key_signed_request_without_a_shared_key_configured_is_403_with_one_warning(monkeypatch, set_env,
+                                                                                          caplog):
+    """A signature made with a key this app does not have cannot be valid: 403, and a forger sending the
+    settings header in a flood gets one warning line, not an ERROR per request (issue 9, defect 8)."""
     monkeypatch.delenv("TWILIO_WEBHOOK_SHARED_KEY")
     set_env()
     params = {"From": "+14155552345"}
     sig = sign_form(PUBLIC_BASE_URL + "/api/sms", params, TEST_SHARED_KEY, algorithm="HMAC_SHA256")
-    with pytest.raises(NotConfiguredError):
-        verify(form_request("/api/sms", params, sig, extra=SHARED_SHA256))
-    assert "TWILIO_WEBHOOK_SHARED_KEY" in caplog.text
+    for _ in range(20):
+        with pytest.raises(SignatureInvalidError):
+            verify(form_request("/api/sms", params, sig, extra=SHARED_SHA256))
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+    assert "TWILIO_WEBHOOK_SHARED_KEY" in lines[0].getMessage()
     # Requests signed with the auth token still work.
     assert verify(form_request("/api/sms", params, sign_form(PUBLIC_BASE_URL + "/api/sms", params)))
 
@@ -153,14 +160,43 @@ def test_get_request_is_signed_over_url_with_its_query():
 
 @pytest.mark.parametrize("body, content_type, reason", [
     (b"\xff\xfe", "application/x-www-form-urlencoded", "not UTF-8"),
-    (b"{not json", "application/json", "not valid JSON"),
-    (b"[1, 2]", "application/json", "must be an object"),
     (b"<xml/>", "text/xml", "unsupported Content-Type"),
 ])
-def test_unreadable_body_is_a_named_400(body, content_type, reason):
-    req = WebhookRequest("POST", "/api/sms", "bodySHA256=x", {"Content-Type": content_type,
-                                                             "X-Twilio-Signature": "x"}, body)
+def test_unreadable_form_body_is_a_named_400(body, content_type, reason):
+    req = WebhookRequest("POST", "/api/sms", "", {"Content-Type": content_type,
+                                                  "X-Twilio-Signature": "A" * 27 + "="}, body)
     with pytest.raises(MalformedRequestError, match=reason):
+        verify(req)
+
+
+@pytest.mark.parametrize("body, reason", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "must be an object"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"Body": "\\ud800"}', "lone surrogate"),
+])
+def test_unreadable_signed_json_body_is_a_named_400(body, reason):
+    url, sig = sign_json(PUBLIC_BASE_URL + "/api/sms", body)
+    req = WebhookRequest("POST", "/api/sms", url.split("?", 1)[1], {"Content-Type": "application/json",
+                                                                    "X-Twilio-Signature": sig}, body.encode())
+    with pytest.raises(MalformedRequestError, match=reason):
+        verify(req)
+
+
+@pytest.mark.parametrize("query", ["", "xbodySHA256=1", "bodySHA256=", "bodySHA256", "bodySHA256=zz",
+                                   "bodySHA256=" + "a" * 64 + "&bodySHA256=" + "b" * 64])
+@pytest.mark.parametrize("body", ['{"a": "b"}', "[" * 5000 + "]" * 5000, "{" * 5000])
+def test_unsigned_json_is_refused_403_before_it_is_parsed(query, body, monkeypatch):
+    """Issue 9, defect 3: deep nesting or an odd bodySHA256 used to reach json.loads / the validator → 500."""
+    import shared.webhooks as webhooks
+
+    def no_parsing(text):
+        raise AssertionError("an unsigned JSON body was parsed")
+
+    monkeypatch.setattr(webhooks, "_json_params", no_parsing)
+    req = WebhookRequest("POST", "/api/sms", query, {"Content-Type": "application/json",
+                                                     "X-Twilio-Signature": "A" * 27 + "="}, body.encode())
+    with pytest.raises(SignatureInvalidError):
         verify(req)
 
 
@@ -169,7 +205,7 @@ def test_missing_auth_token_is_not_configured_and_logged_once_by_name(set_env, m
     set_env()
     for _ in range(3):
         with pytest.raises(NotConfiguredError):
-            verify(form_request("/api/sms", {"From": "+1"}, "sig"))
+            verify(form_request("/api/sms", {"From": "+1"}, "A" * 27 + "="))
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "TWILIO_AUTH_TOKEN" in errors[0]
 
@@ -178,9 +214,9 @@ def test_missing_public_base_url_is_not_configured(monkeypatch, set_env, caplog)
     monkeypatch.delenv("PUBLIC_BASE_URL")
     set_env()
     with pytest.raises(NotConfiguredError, match="PUBLIC_BASE_URL"):
-        verify(form_request("/api/sms", {"From": "+1"}, "sig"))
+        verify(form_request("/api/sms", {"From": "+1"}, "A" * 27 + "="))
     with pytest.raises(NotConfiguredError):
-        verify(form_request("/api/sms", {"From": "+1"}, "sig"))
+        verify(form_request("/api/sms", {"From": "+1"}, "A" * 27 + "="))
     assert caplog.text.count("PUBLIC_BASE_URL is not set") == 1
 
 

@@ -1,0 +1,209 @@
+// Alerts for operators (README, Operations): an action group mailing emailAddresses, three log alerts on
+// Application Insights, and the Key Vault's SecretNearExpiry / SecretExpired events raised as Azure Monitor alerts.
+// The KQL reads the app's outcome log lines by field (shared/sender.py `_log`; tests/unit/test_outcome_log_format.py
+// pins that format against the `parse` below).
+param namePrefix string
+param location string
+param tags object
+param appInsightsId string
+param keyVaultName string
+
+@description('E-mail addresses of the action group (empty = none).')
+param emailAddresses array = []
+
+@description('Failed function executions in 5 minutes that raise the function-failures alert.')
+@minValue(1)
+param functionFailureThreshold int = 5
+
+@description('Percent of webhook requests answered 5xx in 5 minutes that raises the webhook alert.')
+param webhook5xxPercent int = 5
+
+var outcomeLogs = 'traces | where message startswith "outbound " and message has " outcome=" | parse message with "outbound " kind " id=" id " to=" to " outcome=" outcome " " detail | extend reason = iff(outcome == "dead_lettered", tostring(split(detail, ":")[0]), "")'
+var deadLetterQuery = '${outcomeLogs} | where outcome == "dead_lettered" | project timestamp, kind, id, reason, detail'
+var webhook5xxQuery = 'requests | where name !in ("send_sms", "place_call") | summarize total = count(), failed = countif(toint(resultCode) >= 500) | extend percent5xx = iff(total == 0, 0.0, 100.0 * failed / total)'
+var functionFailureQuery = 'requests | where success == false | project timestamp, name, resultCode, operation_Id'
+
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
+  name: 'ag-${namePrefix}'
+  location: 'Global'
+  tags: tags
+  properties: {
+    groupShortName: 'switchboard'
+    enabled: true
+    emailReceivers: [for (address, i) in emailAddresses: {
+      name: 'email-${i}'
+      emailAddress: trim(address)
+      useCommonAlertSchema: true
+    }]
+  }
+}
+
+resource deadLetters 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'alert-dead-letters-${namePrefix}'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'switchboard: sends dead-lettered'
+    description: 'A queue message ended in <queue>-poison in the last 5 minutes. See: python -m shared.ops poison list'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT5M'
+    criteria: {
+      allOf: [
+        {
+          query: deadLetterQuery
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          dimensions: [
+            {
+              name: 'reason'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}
+
+resource webhook5xx 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'alert-webhook-5xx-${namePrefix}'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'switchboard: webhook 5xx rate'
+    description: 'More than ${webhook5xxPercent}% of webhook requests answered 5xx in 5 minutes: Twilio retries, then gives up.'
+    severity: 1
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT5M'
+    criteria: {
+      allOf: [
+        {
+          query: webhook5xxQuery
+          timeAggregation: 'Maximum'
+          metricMeasureColumn: 'percent5xx'
+          operator: 'GreaterThan'
+          threshold: webhook5xxPercent
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}
+
+resource functionFailures 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'alert-function-failures-${namePrefix}'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'switchboard: function failures'
+    description: 'Function executions failed (unhandled errors or retries) in the last 5 minutes.'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT5M'
+    criteria: {
+      allOf: [
+        {
+          query: functionFailureQuery
+          timeAggregation: 'Count'
+          operator: 'GreaterThanOrEqual'
+          threshold: functionFailureThreshold
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}
+
+// Key Vault publishes SecretNearExpiry 30 days before a secret's `exp` (set by keyvault.bicep) and SecretExpired.
+resource vault 'Microsoft.KeyVault/vaults@2024-11-01' existing = {
+  name: keyVaultName
+}
+
+resource vaultEvents 'Microsoft.EventGrid/systemTopics@2023-12-15-preview' = {
+  name: 'evgt-${namePrefix}'
+  location: location
+  tags: tags
+  properties: {
+    source: vault.id
+    topicType: 'Microsoft.KeyVault.vaults'
+  }
+}
+
+resource secretExpiry 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2023-12-15-preview' = {
+  parent: vaultEvents
+  name: 'twilio-secret-expiry'
+  properties: {
+    eventDeliverySchema: 'CloudEventSchemaV1_0'
+    destination: {
+      endpointType: 'MonitorAlert'
+      properties: {
+        severity: 'Sev2'
+        description: 'A Twilio secret in Key Vault expires soon (or has expired): rotate it (README, Deploy step 2).'
+        actionGroups: [
+          actionGroup.id
+        ]
+      }
+    }
+    filter: {
+      includedEventTypes: [
+        'Microsoft.KeyVault.SecretNearExpiry'
+        'Microsoft.KeyVault.SecretExpired'
+      ]
+    }
+  }
+}
+
+output actionGroupId string = actionGroup.id
+output alertIds array = [
+  deadLetters.id
+  webhook5xx.id
+  functionFailures.id
+]

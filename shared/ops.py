@@ -1,0 +1,709 @@
+"""``python -m shared.ops``: the operator's shell tool: see sends, act on dead letters, manage opt-outs.
+
+Why it exists: without it, resending a dead letter means hand-editing queue messages in a storage explorer, and
+nothing says which dead letters are safe to send again. This tool knows the ledger's rules (a send that reached
+Twilio, or may have, is never re-sent without ``--force`` and a look at what Twilio has).
+
+    python -m shared.ops sends show ID [--kind sms|call]
+    python -m shared.ops sends list [--status S ...] [--kind K] [--since 2h|ISO] [--until ISO] [--limit N]
+    python -m shared.ops poison list [--kind K] [--reason CODE] [--limit N]
+    python -m shared.ops poison replay [--kind K] [--reason CODE] [--id ID ...] [--dry-run] [--force]
+    python -m shared.ops poison purge [--kind K] [--reason CODE] [--id ID ...] [--dry-run] [--yes]
+    python -m shared.ops optouts list | add NUMBER [--keyword K] | remove NUMBER
+
+Where: ``--connection-string`` (Azurite: ``UseDevelopmentStorage=true``), else ``--account-name`` (Azure, signed
+in with ``az login``: DefaultAzureCredential), else ``AzureWebJobsStorage`` from the environment or
+local.settings.json, as ``python -m shared.enqueue`` reads it. Every verb prints a table, or ``--json``.
+Listing reads the whole table across partitions (OData filter on status / time), never one partition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO
+
+from .outbound import E164, ID_PATTERN, KINDS, Kind
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+PROGRESS_EVERY = 500            # rows/messages between progress lines on stderr
+POISON_VISIBILITY_SECONDS = 120  # how long a dead letter stays hidden while this tool holds it
+TWILIO_LOOKBACK = timedelta(days=2)
+TWILIO_LIST_LIMIT = 20
+
+# What each ledger status means for an operator (DESIGN "Outcomes"; shared/ledger.py).
+STATUS_MEANINGS = {
+    "claimed": "a worker is sending it now, or crashed while sending (an old claim means: in doubt)",
+    "retrying": "the last try saw that Twilio did not get it; the queue will try again",
+    "unknown": "the last try may have reached Twilio (timeout); not sent again automatically",
+    "sent": "Twilio accepted it; waiting for its status callback",
+    "failed": "dead-lettered (see last_error); nothing more will happen unless replayed",
+    "rejected": "never sent: invalid message or opted-out recipient (dead-lettered)",
+}
+_TWILIO_STATUSES = {"accepted", "scheduled", "queued", "sending", "delivered", "undelivered", "canceled", "read",
+                    "partially_delivered", "initiated", "ringing", "in-progress", "answered", "completed", "busy",
+                    "no-answer"}
+_DURATION = re.compile(r"(\d+)([smhd])")
+
+
+class OpsError(RuntimeError):
+    """Something the operator must fix (bad argument, unreachable storage); printed as one line, exit 2."""
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    where = common.add_argument_group("where")
+    where.add_argument("--connection-string", help="storage connection string (Azurite: UseDevelopmentStorage=true)")
+    where.add_argument("--account-name", help="storage account in Azure; signs in as you (az login)")
+    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    kind = argparse.ArgumentParser(add_help=False)
+    kind.add_argument("--kind", choices=KINDS, help="sms or call (default: both)")
+
+    parser = argparse.ArgumentParser(prog="python -m shared.ops", description=__doc__.split("\n\n")[0])
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{sends,poison,optouts}")
+
+    sends = verbs.add_parser("sends", help="the sends ledger: one row per outbound id").add_subparsers(
+        dest="action", required=True)
+    show = sends.add_parser("show", parents=[common, kind], help="one send: its row and what it means")
+    show.add_argument("id", help="the send id (the queue message's id)")
+    listing = sends.add_parser("list", parents=[common, kind], help="sends filtered by status and time")
+    listing.add_argument("--status", action="append", help="ledger status (repeatable): claimed, unknown, failed…")
+    listing.add_argument("--since", help="changed at or after: a duration back from now (30m, 2h, 7d) or ISO-8601")
+    listing.add_argument("--until", help="changed before: a duration back from now or ISO-8601")
+    listing.add_argument("--limit", type=int, default=200, help="print at most N rows (default 200)")
+
+    poison = verbs.add_parser("poison", help="dead letters (<queue>-poison)").add_subparsers(dest="action",
+                                                                                           required=True)
+    select = argparse.ArgumentParser(add_help=False)
+    select.add_argument("--reason", action="append", help="only dead letters with this code (repeatable)")
+    select.add_argument("--id", dest="ids", action="append", help="only the dead letter(s) of this send id")
+    plist = poison.add_parser("list", parents=[common, kind, select], help="counts by reason, then entries")
+    plist.add_argument("--limit", type=int, default=100, help="print at most N entries (default 100)")
+    replay = poison.add_parser("replay", parents=[common, kind, select],
+                               help="put resendable dead letters back on their queue, with their original id")
+    replay.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
+    replay.add_argument("--force", action="store_true",
+                        help="also replay entries that reached Twilio or are ambiguous (after showing Twilio's view)")
+    purge = poison.add_parser("purge", parents=[common, kind, select], help="delete dead letters (asks first)")
+    purge.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    optouts = verbs.add_parser("optouts", help="the opt-out list (STOP)").add_subparsers(dest="action",
+                                                                                       required=True)
+    optouts.add_parser("list", parents=[common], help="every opted-out address")
+    add = optouts.add_parser("add", parents=[common], help="opt an address out (no more sends to it)")
+    add.add_argument("number", help="E.164 number or whatsapp:+E164")
+    add.add_argument("--keyword", default="OPS", help="recorded as the keyword (default OPS)")
+    remove = optouts.add_parser("remove", parents=[common], help="opt an address back in")
+    remove.add_argument("number", help="E.164 number or whatsapp:+E164")
+    return parser
+
+
+def parse_when(text: str, now: datetime | None = None) -> datetime:
+    """``30m`` / ``2h`` / ``7d`` back from now, or an ISO-8601 time (UTC when it names no zone)."""
+    now = now or datetime.now(timezone.utc)
+    match = _DURATION.fullmatch(text.strip())
+    if match:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match[2]]
+        return now - timedelta(**{unit: int(match[1])})
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise OpsError(f"not a time: {text!r} (use 30m, 2h, 7d or ISO-8601 like 2030-01-01T09:00:00Z)") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+# ---------------------------------------------------------------- output
+
+
+@dataclass
+class Output:
+    """Where results go: a table (or text) on ``out``, JSON with ``--json``; progress and errors on ``err``."""
+
+    as_json: bool
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+
+    def line(self, text: str = "") -> None:
+        if not self.as_json:
+            print(text, file=self.out)
+
+    def table(self, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+        if self.as_json:
+            return
+        if not rows:
+            print("(none)", file=self.out)
+            return
+        cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+        print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(), file=self.out)
+        for row in cells:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), file=self.out)
+
+    def document(self, value: Any) -> None:
+        if self.as_json:
+            json.dump(value, self.out, indent=2, default=_json_default, ensure_ascii=False)
+            print(file=self.out)
+
+    def progress(self, what: str, count: int) -> None:
+        if count and count % PROGRESS_EVERY == 0:
+            print(f"… {count} {what} read", file=self.err, flush=True)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+# ---------------------------------------------------------------- connection
+
+
+def connect(args: argparse.Namespace) -> None:
+    """Point ``shared.storage`` at the account the operator named (flags, env, or local.settings.json)."""
+    from . import config, storage
+    from .enqueue import load_local_settings
+
+    load_local_settings()
+    if args.connection_string:
+        os.environ["AzureWebJobsStorage"] = args.connection_string
+    elif args.account_name:
+        if not re.fullmatch(r"[a-z0-9]{3,24}", args.account_name):
+            raise OpsError(f"not a storage account name: {args.account_name!r} (3-24 lowercase letters/digits)")
+        os.environ["AzureWebJobsStorage"] = ""
+        for service in ("queue", "table"):
+            os.environ.pop(f"AzureWebJobsStorage__{service}ServiceUri", None)
+        os.environ["AzureWebJobsStorage__accountName"] = args.account_name
+        from azure.identity import DefaultAzureCredential
+
+        storage.use_credential(DefaultAzureCredential())
+    config.reset_settings()
+    storage.reset_clients()
+    if not config.get_settings().storage_connection and not os.environ.get("AzureWebJobsStorage__accountName"):
+        raise OpsError("no storage account: pass --connection-string or --account-name, or set AzureWebJobsStorage "
+                       "(environment or local.settings.json)")
+
+
+def describe_storage_error(exc: BaseException) -> str:
+    """One line for an Azure SDK error: what failed and what to check."""
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+
+    if isinstance(exc, ClientAuthenticationError):
+        return ("storage refused the credentials: sign in with `az login` and hold Storage Table/Queue Data "
+                "Contributor on the account")
+    if isinstance(exc, ServiceRequestError):
+        return f"storage unreachable ({type(exc).__name__}): is Azurite running / the account name right?"
+    if isinstance(exc, HttpResponseError):
+        code = getattr(exc, "error_code", None) or exc.status_code
+        return f"storage answered {exc.status_code} ({code})"
+    return f"storage error: {type(exc).__name__}"
+
+
+# ---------------------------------------------------------------- sends
+
+
+def _row_kind(entity: Any) -> str:
+    """sms / call for a table entity, whatever the partition layout (a kind field, or the partition key)."""
+    kind = entity.get("kind") or entity.get("PartitionKey", "")
+    return kind if kind in KINDS else str(kind)
+
+
+def _send_view(kind: str, entity: Any) -> dict[str, Any]:
+    status = str(entity.get("status", "") or "")
+    view = {"kind": kind, "id": entity.get("RowKey", ""), "status": status,
+            "twilio_status": entity.get("twilio_status", "") or "", "sid": entity.get("sid", "") or "",
+            "attempts": entity.get("attempts", 0), "last_error": entity.get("last_error", "") or "",
+            "error_code": entity.get("error_code", "") or "", "updated_at": entity.get("updated_at")}
+    return view
+
+
+def meaning(status: str, fields: dict[str, Any]) -> str:
+    """What a ledger status tells the operator (Twilio's own statuses pass through as Twilio's word)."""
+    if status in STATUS_MEANINGS:
+        text = STATUS_MEANINGS[status]
+    elif status in _TWILIO_STATUSES or status == "failed":
+        text = f"Twilio reports {status!r}"
+    else:
+        text = "unrecognised status"
+    if status in ("failed", "rejected") and fields.get("resendable"):
+        text += "; never reached Twilio, so `poison replay` may send it"
+    return text
+
+
+def sends_show(args: argparse.Namespace, out: Output) -> int:
+    from . import ledger
+
+    if not ID_PATTERN.fullmatch(args.id):
+        raise OpsError(f"not a send id: {args.id!r} (1-128 of A-Z a-z 0-9 . _ : -)")
+    found = []
+    for kind in ([args.kind] if args.kind else list(KINDS)):
+        row = ledger.get(kind, args.id)
+        if row is not None:
+            found.append(row)
+    if not found:
+        if out.as_json:
+            out.document({"id": args.id, "found": False})
+        print(f"no send with id {args.id!r} in the ledger", file=out.err)
+        return EXIT_NOT_FOUND
+    documents = []
+    for row in found:
+        fields = {k: v for k, v in row.fields.items() if k not in ("PartitionKey",)}
+        fields["kind"] = row.kind
+        fields["meaning"] = meaning(row.status, fields)
+        documents.append(fields)
+        out.line(f"{row.kind} {row.id}: {row.status} — {fields['meaning']}")
+        for name in sorted(fields):
+            if name not in ("RowKey", "kind", "meaning", "status"):
+                out.line(f"  {name:<22} {_cell(fields[name])}")
+        resolution = {k: v for k, v in fields.items() if "resol" in k or "reconcil" in k}
+        if not resolution and row.status in ("unknown", "claimed"):
+            out.line("  in doubt: not resolved yet (a status callback or reconciliation fills it in)")
+    out.document(documents[0] if len(documents) == 1 else documents)
+    return EXIT_OK
+
+
+def _time_filter(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    statuses = [s.strip() for s in args.status or [] if s.strip()]
+    if statuses:
+        parts = []
+        for i, status in enumerate(statuses):
+            params[f"s{i}"] = status
+            parts.append(f"status eq @s{i}")
+        clauses.append("( " + " or ".join(parts) + " )")  # the SDK substitutes @names between spaces
+    if args.since:
+        params["since"] = parse_when(args.since)
+        clauses.append("updated_at ge @since")
+    if args.until:
+        params["until"] = parse_when(args.until)
+        clauses.append("updated_at lt @until")
+    return clauses, params
+
+
+def query_table(table_name: str, query: str, parameters: dict[str, Any], out: Output,
+                what: str) -> Iterator[Any]:
+    """Every entity of ``table_name`` matching ``query`` (all partitions), with progress on stderr."""
+    from . import storage
+
+    client = storage.table(table_name)
+    entities = (client.query_entities(query, parameters=parameters, results_per_page=1000) if query
+                else client.list_entities(results_per_page=1000))
+    for count, entity in enumerate(entities, 1):
+        out.progress(what, count)
+        yield entity
+
+
+def sends_list(args: argparse.Namespace, out: Output) -> int:
+    from . import ledger
+
+    clauses, params = _time_filter(args)
+    rows = []
+    matched = 0
+    for entity in query_table(ledger.TABLE, " and ".join(clauses), params, out, "ledger rows"):
+        kind = _row_kind(entity)
+        if args.kind and kind != args.kind:
+            continue
+        matched += 1
+        rows.append(_send_view(kind, entity))
+    rows.sort(key=lambda r: r["updated_at"] or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
+    shown = rows[:max(0, args.limit)]
+    out.table(shown, ["kind", "id", "status", "attempts", "sid", "updated_at", "last_error"])
+    out.line(f"{len(shown)} of {matched} send(s) shown (newest first)")
+    out.document({"count": matched, "sends": shown})
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- poison
+
+
+@dataclass
+class DeadLetter:
+    """One message of a poison queue as this tool holds it (hidden until released, replayed or deleted)."""
+
+    queue: str                 # the poison queue it sits on
+    message_id: str
+    pop_receipt: str
+    text: str
+    document: dict[str, Any] | None
+    inserted_on: datetime | None = None
+
+    @property
+    def error(self) -> dict[str, Any]:
+        error = (self.document or {}).get("error")
+        return error if isinstance(error, dict) else {}
+
+    @property
+    def code(self) -> str:
+        return str(self.error.get("code") or ("unreadable" if self.document is None else "unknown"))
+
+    @property
+    def send_id(self) -> str:
+        return str(self.error.get("id") or "")
+
+    @property
+    def kind(self) -> str:
+        return str(self.error.get("kind") or "")
+
+    def view(self) -> dict[str, Any]:
+        from .redact import mask_numbers_in
+
+        return {"queue": self.queue, "id": self.send_id, "kind": self.kind, "reason": self.code,
+                "detail": mask_numbers_in(str(self.error.get("reason", ""))), "at": self.error.get("at", ""),
+                "message_id": self.message_id}
+
+
+def poison_queues(kind: str | None) -> list[tuple[Kind, str, str]]:
+    """(kind, queue, poison queue) for the queues the app reads (SMS_QUEUE / CALL_QUEUE settings)."""
+    from .sender import poison_queue_name, queue_name_for
+
+    return [(k, queue_name_for(k), poison_queue_name(queue_name_for(k))) for k in KINDS if not kind or k == kind]
+
+
+def hold_dead_letters(poison_queue: str, out: Output) -> list[DeadLetter]:
+    """Receive every message of ``poison_queue`` (hidden while held; :func:`release` shows them again)."""
+    from . import storage
+
+    client = storage.queue(poison_queue)
+    held: list[DeadLetter] = []
+    while True:
+        batch = list(client.receive_messages(messages_per_page=32, max_messages=32,
+                                             visibility_timeout=POISON_VISIBILITY_SECONDS))
+        if not batch:
+            return held
+        for message in batch:
+            text = message.content if isinstance(message.content, str) else str(message.content)
+            try:
+                document = json.loads(text)
+            except ValueError:
+                document = None
+            held.append(DeadLetter(poison_queue, message.id, message.pop_receipt, text,
+                                   document if isinstance(document, dict) else None, message.inserted_on))
+            out.progress("dead letters", len(held))
+
+
+def release(letters: Iterable[DeadLetter]) -> None:
+    """Make held dead letters visible again at once (they stay in the poison queue)."""
+    from . import storage
+
+    for letter in letters:
+        storage.queue(letter.queue).update_message(letter.message_id, letter.pop_receipt, visibility_timeout=0)
+
+
+def delete(letter: DeadLetter) -> None:
+    from . import storage
+
+    storage.queue(letter.queue).delete_message(letter.message_id, letter.pop_receipt)
+
+
+def _selected(letter: DeadLetter, args: argparse.Namespace) -> bool:
+    if args.reason and letter.code not in args.reason:
+        return False
+    return not args.ids or letter.send_id in args.ids
+
+
+def _hold_selected(args: argparse.Namespace, out: Output) -> tuple[list[tuple[Kind, str, DeadLetter]],
+                                                                    list[DeadLetter]]:
+    """(selected (kind, queue, letter), the rest). The rest must be released by the caller."""
+    chosen: list[tuple[Kind, str, DeadLetter]] = []
+    others: list[DeadLetter] = []
+    for kind, queue, poison_queue in poison_queues(args.kind):
+        for letter in hold_dead_letters(poison_queue, out):
+            (chosen.append((kind, queue, letter)) if _selected(letter, args) else others.append(letter))
+    return chosen, others
+
+
+def poison_list(args: argparse.Namespace, out: Output) -> int:
+    chosen, others = _hold_selected(args, out)
+    try:
+        counts: dict[tuple[str, str], int] = {}
+        for _, _, letter in chosen:
+            key = (letter.queue, letter.code)
+            counts[key] = counts.get(key, 0) + 1
+        summary = [{"queue": q, "reason": r, "count": n} for (q, r), n in sorted(counts.items(),
+                                                                              key=lambda i: (-i[1], i[0]))]
+        entries = [letter.view() for _, _, letter in chosen][:max(0, args.limit)]
+        out.table(summary, ["queue", "reason", "count"])
+        out.line()
+        out.table(entries, ["queue", "id", "reason", "at", "detail"])
+        out.line(f"{len(entries)} of {len(chosen)} dead letter(s) shown")
+        out.document({"count": len(chosen), "by_reason": summary, "entries": entries})
+    finally:
+        release([letter for _, _, letter in chosen] + others)
+    return EXIT_OK
+
+
+@dataclass
+class ReplayPlan:
+    """What ``poison replay`` will do with one dead letter, and why."""
+
+    action: str                # replay | needs_force | skip
+    why: str
+    text: str = ""             # the queue message to put back
+    to: str = ""
+    twilio: list[dict[str, Any]] = field(default_factory=list)
+    row: Any = None
+
+
+def plan_replay(kind: Kind, letter: DeadLetter) -> ReplayPlan:
+    """Decide whether a dead letter may be sent again (the same rules the sender applies to a ledger row)."""
+    from . import ledger, optouts, outbound
+
+    if letter.document is None or "message" not in letter.document:
+        return ReplayPlan("skip", "not a dead letter this app wrote (no error/message)")
+    if letter.document.get("message_truncated") or letter.document.get("message_base64"):
+        return ReplayPlan("skip", "the original message was not stored whole; enqueue it again yourself")
+    if letter.code == "invalid_message":
+        return ReplayPlan("skip", "invalid message: fix it and enqueue it again (python -m shared.enqueue)")
+    try:
+        decoded = outbound.decode(str(letter.document["message"]))
+        message = outbound.validate(kind, decoded.document, letter.send_id or None)
+    except outbound.InvalidMessageError as exc:
+        return ReplayPlan("skip", f"invalid message ({exc.field}: {exc.reason})")
+    document = dict(decoded.document)
+    document.setdefault("id", message.id)  # the id the ledger knows, even when it was the queue message id
+    text = outbound.encode(document, as_base64=decoded.was_base64)
+    if optouts.is_opted_out(message.to):
+        return ReplayPlan("skip", "recipient is still opted out (python -m shared.ops optouts remove)", to=message.to)
+    row = ledger.get(kind, message.id)
+    plan = ReplayPlan("replay", "never reached Twilio", text=text, to=message.to, row=row)
+    if row is None:
+        plan.why = "no ledger row: never claimed"
+    elif letter.code == "ambiguous" or row.status in ("unknown", "claimed"):
+        plan.action, plan.why = "needs_force", f"ambiguous: may have reached Twilio (ledger: {row.status})"
+    elif row.reached_twilio or row.status == "sent":
+        plan.action, plan.why = "needs_force", f"reached Twilio ({row.sid or row.twilio_status})"
+    elif row.status in ("failed", "rejected") and not row.fields.get("resendable"):
+        plan.action, plan.why = "needs_force", f"Twilio refused it: {row.last_error or row.status}"
+    return plan
+
+
+def twilio_view(kind: Kind, plan: ReplayPlan, letter: DeadLetter) -> list[dict[str, Any]]:
+    """What Twilio has for this send: by SID when the ledger has one, else recent messages/calls to the recipient."""
+    from . import twilio_api
+    from .redact import mask_number
+
+    client = twilio_api.get_client()
+    row = plan.row
+    sid = getattr(row, "sid", "") if row is not None else ""
+    if sid:
+        found = [client.messages(sid).fetch() if kind == "sms" else client.calls(sid).fetch()]
+    else:
+        since = datetime.now(timezone.utc) - TWILIO_LOOKBACK
+        if kind == "sms":
+            found = client.messages.list(to=plan.to, date_sent_after=since, limit=TWILIO_LIST_LIMIT)
+        else:
+            found = client.calls.list(to=plan.to, start_time_after=since, limit=TWILIO_LIST_LIMIT)
+    body = (letter.document or {}).get("message", "")
+    try:
+        wanted = json.loads(body).get("body") if kind == "sms" else None
+    except (ValueError, AttributeError):
+        wanted = None
+    views = []
+    for item in found:
+        when = getattr(item, "date_created", None)
+        view = {"sid": item.sid, "status": str(item.status or ""), "to": mask_number(item.to),
+                "created": when.isoformat() if isinstance(when, datetime) else str(when or "")}
+        if kind == "sms" and wanted is not None:
+            view["same_body"] = getattr(item, "body", None) == wanted
+        views.append(view)
+    return views
+
+
+def poison_replay(args: argparse.Namespace, out: Output) -> int:
+    from . import ledger, storage
+
+    chosen, others = _hold_selected(args, out)
+    release(others)
+    results: list[dict[str, Any]] = []
+    handled: set[int] = set()
+    try:
+        for index, (kind, queue, letter) in enumerate(chosen):
+            plan = plan_replay(kind, letter)
+            entry = {**letter.view(), "queue": queue, "action": plan.action, "why": plan.why}
+            if plan.action == "needs_force":
+                try:
+                    plan.twilio = twilio_view(kind, plan, letter)
+                    entry["twilio"] = plan.twilio
+                except Exception as exc:  # noqa: BLE001 - shown, and then nothing is forced blind
+                    entry["twilio_error"] = _twilio_error(exc)
+                _print_twilio(out, letter, entry)
+                if "twilio_error" in entry:
+                    entry["result"] = "kept: Twilio could not be read, so it is not forced"
+                elif not args.force:
+                    entry["result"] = "kept: re-run with --force to send it again"
+                else:
+                    entry["result"] = "would force" if args.dry_run else "forced"
+            elif plan.action == "skip":
+                entry["result"] = f"kept: {plan.why}"
+            else:
+                entry["result"] = "would replay" if args.dry_run else "replayed"
+            go = entry["result"] in ("replayed", "forced")
+            if go:
+                if plan.action == "needs_force" and plan.row is not None:
+                    ledger.update(plan.row, status="failed", resendable=True, sid="", twilio_status="",
+                                  previous_sid=plan.row.sid or plan.row.fields.get("previous_sid", ""),
+                                  last_error=f"operator forced a replay (was {plan.row.status}: {plan.why})"[:1000])
+                storage.queue(queue).send_message(plan.text, time_to_live=-1)
+                delete(letter)
+                handled.add(index)
+            results.append(entry)
+    finally:
+        release([letter for i, (_, _, letter) in enumerate(chosen) if i not in handled])
+    out.table(results, ["queue", "id", "reason", "result"])
+    done = sum(1 for r in results if r["result"] in ("replayed", "forced"))
+    out.line(f"{done} of {len(results)} dead letter(s) put back on their queue" +
+             (" (dry run: nothing changed)" if args.dry_run else ""))
+    out.document({"dry_run": args.dry_run, "replayed": done, "entries": results})
+    return EXIT_OK
+
+
+def _twilio_error(exc: BaseException) -> str:
+    from .redact import mask_numbers_in
+
+    return mask_numbers_in(f"{type(exc).__name__}: {exc}")[:300]
+
+
+def _print_twilio(out: Output, letter: DeadLetter, entry: dict[str, Any]) -> None:
+    out.line(f"{letter.send_id} ({letter.code}): {entry['why']}")
+    if "twilio_error" in entry:
+        out.line(f"  Twilio: cannot read ({entry['twilio_error']})")
+        return
+    if not entry.get("twilio"):
+        out.line("  Twilio: nothing found for this send (by SID, or to this recipient in the last 2 days)")
+    for item in entry.get("twilio", []):
+        same = {True: "  same body", False: "  other body"}.get(item.get("same_body"), "")
+        out.line(f"  Twilio: {item['sid']} {item['status']} to {item['to']} created {item['created']}{same}")
+
+
+def poison_purge(args: argparse.Namespace, out: Output, ask: Callable[[str], str]) -> int:
+    chosen, others = _hold_selected(args, out)
+    release(others)
+    deleted = 0
+    try:
+        queues = sorted({letter.queue for _, _, letter in chosen})
+        if not chosen:
+            out.line("no dead letters match")
+        elif args.dry_run:
+            out.line(f"would delete {len(chosen)} dead letter(s) from {', '.join(queues)} (dry run)")
+        else:
+            answer = "yes" if args.yes else ask(
+                f"Delete {len(chosen)} dead letter(s) from {', '.join(queues)} for good? Type 'yes': ")
+            if answer.strip().lower() != "yes":
+                print("not confirmed: nothing deleted", file=out.err)
+            else:
+                for _, _, letter in chosen:
+                    delete(letter)
+                    deleted += 1
+                out.line(f"deleted {deleted} dead letter(s)")
+    finally:
+        if deleted < len(chosen):
+            release([letter for _, _, letter in chosen[deleted:]])
+    out.document({"dry_run": args.dry_run, "matched": len(chosen), "deleted": deleted})
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- opt-outs
+
+
+def _address(number: str) -> str:
+    plain = number[len("whatsapp:"):] if number.startswith("whatsapp:") else number
+    if not E164.fullmatch(plain):
+        raise OpsError(f"not an E.164 number: {number!r} (like +14155550100, or whatsapp:+14155550100)")
+    return number
+
+
+def optouts_list(args: argparse.Namespace, out: Output) -> int:
+    from . import optouts
+
+    rows = [{"number": e.get("RowKey", ""), "keyword": e.get("Keyword", ""),
+             "opted_out_at": e.get("OptedOutAt", "")} for e in query_table(optouts.TABLE, "", {}, out, "opt-outs")]
+    rows.sort(key=lambda r: str(r["opted_out_at"]), reverse=True)
+    out.table(rows, ["number", "keyword", "opted_out_at"])
+    out.line(f"{len(rows)} opted-out address(es)")
+    out.document({"count": len(rows), "optouts": rows})
+    return EXIT_OK
+
+
+def optouts_add(args: argparse.Namespace, out: Output) -> int:
+    from . import optouts
+
+    number = _address(args.number)
+    already = optouts.is_opted_out(number)
+    optouts.record_optout(number, args.keyword.strip().upper() or "OPS")
+    out.line(f"{number} {'was already' if already else 'is now'} opted out")
+    out.document({"number": number, "opted_out": True, "changed": not already})
+    return EXIT_OK
+
+
+def optouts_remove(args: argparse.Namespace, out: Output) -> int:
+    from . import optouts
+
+    number = _address(args.number)
+    was = optouts.is_opted_out(number)
+    if was:
+        optouts.clear_optout(number)
+    out.line(f"{number} {'is opted in again' if was else 'was not opted out'}")
+    out.document({"number": number, "opted_out": False, "changed": was})
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None,
+         ask: Callable[[str], str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = Output(args.json, stdout or sys.stdout, stderr or sys.stderr)
+    handlers: dict[tuple[str, str], Callable[[argparse.Namespace, Output], int]] = {
+        ("sends", "show"): sends_show, ("sends", "list"): sends_list,
+        ("poison", "list"): poison_list, ("poison", "replay"): poison_replay,
+        ("poison", "purge"): lambda a, o: poison_purge(a, o, ask or _ask_tty(o)),
+        ("optouts", "list"): optouts_list, ("optouts", "add"): optouts_add, ("optouts", "remove"): optouts_remove,
+    }
+    from azure.core.exceptions import AzureError
+
+    try:
+        connect(args)
+        return handlers[(args.verb, args.action)](args, out)
+    except OpsError as exc:
+        print(f"ops: {exc}", file=out.err)
+    except AzureError as exc:
+        print(f"ops: {describe_storage_error(exc)}", file=out.err)
+    except KeyboardInterrupt:
+        print("ops: interrupted", file=out.err)
+    return EXIT_USAGE
+
+
+def _ask_tty(out: Output) -> Callable[[str], str]:
+    def ask(prompt: str) -> str:
+        print(prompt, end="", file=out.err, flush=True)
+        line = sys.stdin.readline()
+        return line if line else ""
+
+    return ask
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Attack suite, webhook half: what a forger or a broken client can send to the HTTP functions.
+
+Built from the contract (DESIGN: every Twilio webhook carries a valid signature over PUBLIC_BASE_URL + path +
+query; bad or missing signature → 403 without TwiML; malformed body → 400; never a 500). Every case asserts a
+4xx, or TwiML that parses; forged cases assert 403. Signatures for valid cases come from twilio's
+RequestValidator (tests/twilio_signing.py).
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote, urlencode
+
+import pytest
+
+from shared.webhooks import Params
+from tests.conftest import http_request, signed_form_request
+from tests.twilio_signing import PUBLIC_BASE_URL, TEST_AUTH_TOKEN, TEST_SHARED_KEY, form_body, sign_form, sign_json
+from tests.webhook_checks import assert_refused_or_valid_twiml
+
+CALL = {"CallSid": "CA" + "c" * 32, "From": "+14155552345", "To": "+15005550006", "ApiVersion": "2010-04-01"}
+SMS = {"MessageSid": "SM" + "d" * 32, "From": "+14155552345", "To": "+15005550006", "Body": "hello"}
+FORM = "application/x-www-form-urlencoded"
+ROUTES = {"voice": ("/api/voice", CALL), "voice_menu": ("/api/voice/menu", {**CALL, "Digits": "1"}),
+          "voice_recorded": ("/api/voice/recorded", {**CALL, "RecordingUrl": "https://api.twilio.com/r/RE1"}),
+          "twiml_say": ("/api/twiml/say", {"Message": "hi"}), "sms": ("/api/sms", SMS),
+          "status_message": ("/api/status/message", {"MessageStatus": "delivered"}),
+          "status_call": ("/api/status/call", {"CallStatus": "completed"})}
+
+
+def post(path: str, params: dict, headers: dict, query: str = "", body: bytes | None = None):
+    return http_request("POST", path, body=form_body(params) if body is None else body, query=query,
+                        headers={"Content-Type": FORM, **headers})
+
+
+# ---------------------------------------------------------------- forged and odd signatures → 403
+
+def _forgeries(path: str, params: dict) -> dict[str, dict]:
+    url = PUBLIC_BASE_URL + path
+    good = sign_form(url, params)
+    return {
+        "no header": {},
+        "empty": {"X-Twilio-Signature": ""},
+        "one char": {"X-Twilio-Signature": "x"},
+        "base64 garbage of sha1 length": {"X-Twilio-Signature": "A" * 27 + "="},
+        "not base64": {"X-Twilio-Signature": "!" * 27 + "="},
+        "10 KB": {"X-Twilio-Signature": "A" * 10_000},
+        "non-ascii": {"X-Twilio-Signature": "ＡＢＣ" * 9 + "="},
+        "padded with spaces": {"X-Twilio-Signature": f" {good} "},
+        "duplicated header joined": {"X-Twilio-Signature": f"{good}, {good}"},
+        "other token": {"X-Twilio-Signature": sign_form(url, params, token="another-token-000000")},
+        "internal host url": {"X-Twilio-Signature": sign_form("http://localhost:7071" + path, params)},
+        "another path": {"X-Twilio-Signature": sign_form(PUBLIC_BASE_URL + "/api/other", params)},
+        "another query": {"X-Twilio-Signature": sign_form(url + "?code=abc", params)},
+        "http not https": {"X-Twilio-Signature": sign_form(url.replace("https:", "http:"), params)},
+        "other params": {"X-Twilio-Signature": sign_form(url, {**params, "Extra": "1"})},
+        "sha256 with auth token, sha1 claimed": {"X-Twilio-Signature": sign_form(url, params, algorithm="HMAC_SHA256")},
+        "settings header, auth token signature": {
+            "X-Twilio-Signature": sign_form(url, params, algorithm="HMAC_SHA256"),
+            "X-Twilio-Webhooks-Signature-Settings": "key=k,algorithm=HMAC_SHA256"},
+        "settings header, unknown algorithm": {
+            "X-Twilio-Signature": sign_form(url, params, TEST_SHARED_KEY, "HMAC_SHA256"),
+            "X-Twilio-Webhooks-Signature-Settings": "key=k,algorithm=HMAC_SHA512"},
+        "settings header, lower-case algorithm": {
+            "X-Twilio-Signature": "A" * 43 + "=", "X-Twilio-Webhooks-Signature-Settings": "algorithm=hmac_sha256"},
+        "settings header, none algorithm": {
+            "X-Twilio-Signature": good, "X-Twilio-Webhooks-Signature-Settings": "key=k,algorithm=none"},
+        "settings header garbage": {"X-Twilio-Signature": good, "X-Twilio-Webhooks-Signature-Settings": "\x00,=,=="},
+        "wrong algorithm, right token": {"X-Twilio-Signature": sign_form(url, params, TEST_AUTH_TOKEN, "HMAC_SHA256"),
+                                         "X-Twilio-Webhooks-Signature-Settings": "algorithm=HMAC_SHA1"},
+    }
+
+
+FORGERY_NAMES = list(_forgeries("/api/sms", SMS))
+
+
+@pytest.mark.parametrize("route", ["sms", "twiml_say", "status_message"])
+@pytest.mark.parametrize("forgery", FORGERY_NAMES)
+def test_forged_or_odd_signature_is_403_without_twiml(call_function, route, forgery):
+    path, params = ROUTES[route]
+    response, inbound = call_function(route, post(path, params, _forgeries(path, params)[forgery]))
+    assert response.status_code == 403, response.get_body()
+    assert b"<Response" not in response.get_body() and inbound.get() is None
+
+
+def test_shared_key_settings_header_without_a_configured_key_is_403_and_logs_once(call_function, monkeypatch,
+                                                                                   set_env, caplog):
+    monkeypatch.delenv("TWILIO_WEBHOOK_SHARED_KEY")
+    set_env()
+    for _ in range(25):
+        req = signed_form_request("/api/voice", CALL, shared_key=True, algorithm="HMAC_SHA256")
+        assert call_function("voice", req)[0].status_code == 403
+    assert len([r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]) == 1
+
+
+def test_a_flood_of_forged_signatures_logs_one_line(call_function, caplog):
+    for i in range(50):
+        call_function("sms", post("/api/sms", {**SMS, "Body": str(i)}, {"X-Twilio-Signature": "B" * 27 + "="}))
+    assert len([r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]) == 1
+
+
+# ---------------------------------------------------------------- valid signatures, odd shapes → accepted
+
+@pytest.mark.parametrize("header_name", ["X-Twilio-Signature", "x-twilio-signature", "X-TWILIO-SIGNATURE"])
+def test_signature_header_name_case_does_not_matter(call_function, header_name):
+    sig = sign_form(PUBLIC_BASE_URL + "/api/voice", CALL)
+    response, _ = call_function("voice", post("/api/voice", CALL, {header_name: sig}))
+    assert response.status_code == 200 and assert_refused_or_valid_twiml(response) is not None
+
+
+@pytest.mark.parametrize("order", ["sorted", "reversed"])
+def test_a_replay_with_reordered_parameters_carries_the_same_signature(call_function, order):
+    sig = sign_form(PUBLIC_BASE_URL + "/api/voice", CALL)
+    items = sorted(CALL.items(), reverse=order == "reversed")
+    response, _ = call_function("voice", post("/api/voice", {}, {"X-Twilio-Signature": sig},
+                                              body=urlencode(items).encode()))
+    assert response.status_code == 200
+
+
+def test_a_replay_with_one_parameter_repeated_is_403(call_function):
+    sig = sign_form(PUBLIC_BASE_URL + "/api/voice", CALL)
+    body = (urlencode(CALL) + "&Digits=9").encode()
+    assert call_function("voice", post("/api/voice", {}, {"X-Twilio-Signature": sig}, body=body))[0].status_code == 403
+
+
+# ---------------------------------------------------------------- JSON bodies (bodySHA256)
+
+UNSIGNED_JSON = {
+    "deep list": "[" * 20_000 + "]" * 20_000,
+    "deep object": '{"a":' * 20_000 + "1" + "}" * 20_000,
+    "unclosed": "[" * 50_000,
+    "huge number": '{"a": ' + "9" * 100_000 + "}",
+    "lone surrogate": '{"Body": "\\ud800"}',
+    "not json": "<xml/>",
+    "empty": "",
+}
+JSON_QUERIES = ["", "xbodySHA256=1", "bodySHA256=", "bodySHA256", "bodySHA256=" + "0" * 64,
+                "bodySHA256=" + "0" * 64 + "&bodySHA256=" + "1" * 64, "bodySHA256=%00"]
+
+
+@pytest.mark.parametrize("query", JSON_QUERIES)
+@pytest.mark.parametrize("body", list(UNSIGNED_JSON))
+def test_unsigned_json_body_is_403_whatever_its_shape(call_function, query, body):
+    req = http_request("POST", "/api/sms", body=UNSIGNED_JSON[body].encode(), query=query,
+                       headers={"Content-Type": "application/json", "X-Twilio-Signature": "C" * 27 + "="})
+    response, inbound = call_function("sms", req)
+    assert response.status_code == 403 and inbound.get() is None
+
+
+@pytest.mark.parametrize("body, status", [
+    (json.dumps({"Message": "</Say><Dial>+19005550000</Dial>"}), 200),
+    (json.dumps({"Message": "a\x00b\x07c\ufffe"}), 200),
+    (json.dumps({"Message": "x", "Voice": {"nested": [1, 2]}}), 400),
+    ('{"Message": "\\udc00"}', 400),
+    ("[" * 5_000 + "]" * 5_000, 400),
+    ('{"Message[²]": "x"}', 400),
+])
+def test_signed_json_body_gives_parseable_twiml_or_400(call_function, body, status):
+    url, sig = sign_json(PUBLIC_BASE_URL + "/api/twiml/say", body)
+    req = http_request("POST", "/api/twiml/say", body=body.encode(), query=url.split("?", 1)[1],
+                       headers={"Content-Type": "application/json; charset=utf-8", "X-Twilio-Signature": sig})
+    response, _ = call_function("twiml_say", req)
+    assert response.status_code == status, response.get_body()
+    root = assert_refused_or_valid_twiml(response)
+    if root is not None:
+        assert {child.tag for child in root} == {"Say"}
+
+
+# ---------------------------------------------------------------- encodings, content types, sizes, methods
+
+@pytest.mark.parametrize("content_type, body, status", [
+    (FORM + "; charset=utf-8", None, 200),
+    (FORM + "; charset=ISO-8859-1", None, 200),
+    ("Application/X-WWW-Form-Urlencoded", None, 200),
+    (FORM, "Message=caf%C3%A9".encode(), None),
+    (FORM, "Message=%FF%FE%C0%AE".encode(), None),
+    (FORM, "Message=%00%01%1F%7F".encode(), None),
+    (FORM, "Message=%25252541".encode(), None),
+    (FORM, "Message=" .encode() + "é".encode("latin-1"), 400),
+    (FORM, "Message=hi".encode("utf-16"), 400),
+    ("text/xml", b"<Response/>", 400),
+    ("multipart/form-data; boundary=x", b"--x\r\n\r\n--x--", 400),
+    ("a/b/c", b"Message=hi", 400),
+    (FORM, b"&" * 100_000, None),
+    (FORM, b"a=1&" * 2_000, 400),
+    (FORM, b"Message=" + b"a" * 300_000, 400),
+])
+def test_encodings_and_content_types_with_a_valid_signature(call_function, content_type, body, status):
+    """The signature is valid for whatever the body parses to; the answer is a 4xx or TwiML that parses."""
+    from urllib.parse import parse_qs
+
+    body = form_body({"Message": "hi"}) if body is None else body
+    try:
+        params = parse_qs(body.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        params = {}
+    sig = sign_form(PUBLIC_BASE_URL + "/api/twiml/say", Params(params))
+    req = http_request("POST", "/api/twiml/say", body=body, headers={"Content-Type": content_type,
+                                                                      "X-Twilio-Signature": sig})
+    response, _ = call_function("twiml_say", req)
+    assert_refused_or_valid_twiml(response)
+    if status is not None:
+        assert response.status_code == status, response.get_body()
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "get", "TRACE"])
+def test_any_method_on_twiml_say_is_4xx_or_twiml(call_function, method):
+    query = "Message=hello"
+    sig = sign_form(PUBLIC_BASE_URL + "/api/twiml/say?" + query, {})
+    req = http_request(method, "/api/twiml/say", query=query, headers={"X-Twilio-Signature": sig})
+    assert_refused_or_valid_twiml(call_function("twiml_say", req)[0])
+
+
+@pytest.mark.parametrize("index", ["²", "٣", "१", "-1", "+1", " 1", "1 ", "", "0x1", "1" * 50, "1.0", "𝟙"])
+def test_message_index_that_is_not_ascii_digits_is_400(call_function, index):
+    req = signed_form_request("/api/twiml/say", {f"Message[{index}]": "hi"})
+    assert call_function("twiml_say", req)[0].status_code == 400
+
+
+# ---------------------------------------------------------------- control, bidi and injection in echoed parameters
+
+HOSTILE = {
+    "nul": "a\x00b", "bel": "ring\x07", "esc": "\x1b[31mred", "vertical tab": "a\x0bb", "form feed": "a\x0cb",
+    "del": "a\x7fb", "c1": "a\x85b\x9f", "u+fffe": "a\ufffeb", "u+ffff": "\uffff", "bidi override": "\u202eevil",
+    "zero width": "a\u200bb\u2060", "bom": "\ufeffhi", "crlf": "a\r\nb", "astral": "🎉𝟘",
+    "close say, open dial": "</Say><Dial>+19005550000</Dial><Say>",
+    "cdata end": "]]><Dial>+19005550000</Dial>", "doctype": '<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>',
+    "entity": "&x; &amp; &#0; &#x1;", "attribute break": '" action="https://evil.example/', "comment": "<!-- -->",
+    "processing instruction": "<?xml version='1.0'?>",
+}
+
+
+@pytest.mark.parametrize("hostile", list(HOSTILE))
+@pytest.mark.parametrize("field", ["Message", "Message[0]"])
+def test_hostile_text_in_say_messages_gives_parseable_twiml_with_only_say_verbs(call_function, field, hostile):
+    response, _ = call_function("twiml_say", signed_form_request("/api/twiml/say", {field: HOSTILE[hostile]}))
+    root = assert_refused_or_valid_twiml(response)
+    if root is not None:
+        assert [child.tag for child in root] == ["Say"] and list(root[0]) == []
+
+
+@pytest.mark.parametrize("hostile", list(HOSTILE))
+@pytest.mark.parametrize("field", ["Voice", "Language"])
+def test_hostile_voice_or_language_is_refused_400(call_function, field, hostile):
+    response, _ = call_function("twiml_say", signed_form_request("/api/twiml/say",
+                                                                  {"Message": "hi", field: HOSTILE[hostile]}))
+    assert response.status_code == 400 and b"<Response" not in response.get_body()
+
+
+@pytest.mark.parametrize("hostile", list(HOSTILE))
+def test_hostile_api_version_is_spoken_harmlessly(call_function, hostile):
+    params = {**CALL, "Digits": "1", "ApiVersion": HOSTILE[hostile]}
+    response, _ = call_function("voice_menu", signed_form_request("/api/voice/menu", params))
+    root = assert_refused_or_valid_twiml(response)
+    assert root is not None and [child.tag for child in root] == ["Say", "Pause", "Say", "Hangup"]
+
+
+@pytest.mark.parametrize("hostile", ["nul", "bidi override", "close say, open dial", "u+fffe", "entity"])
+@pytest.mark.parametrize("field", ["Body", "To", "MessageSid", "NumMedia"])
+def test_hostile_sms_fields_give_4xx_or_parseable_twiml(call_function, field, hostile):
+    response, inbound = call_function("sms", signed_form_request("/api/sms", {**SMS, field: HOSTILE[hostile]}))
+    assert_refused_or_valid_twiml(response)
+    if response.status_code == 200:
+        json.loads(inbound.get())  # the inbound event is valid JSON
+
+
+@pytest.mark.parametrize("sender", ["+1415\x00", "a/b", "#1", "?x", "\\", "+1" * 40, "\u202e+14155552345",
+                                    "+1415\u200b5552345", "+1415\x855552345"])
+def test_sender_that_cannot_be_a_table_key_is_400(call_function, sender):
+    response, inbound = call_function("sms", signed_form_request("/api/sms", {**SMS, "From": sender, "Body": "STOP"}))
+    assert response.status_code == 400 and inbound.get() is None
+
+
+@pytest.mark.parametrize("query", ["code=" + quote("a b"), "code=%00", "code=%ZZ", "a=1&a=2", "x=" + "y" * 4000,
+                                   "Message=%3C%2FSay%3E", "%", "&&&", "bodySHA256=" + "f" * 64])
+def test_signed_query_strings_are_part_of_the_url_and_never_break_the_answer(call_function, query):
+    response, _ = call_function("twiml_say", signed_form_request("/api/twiml/say", {"Message": "hi"}, query=query))
+    assert response.status_code == 200 and assert_refused_or_valid_twiml(response) is not None
+
+
+@pytest.mark.parametrize("ident", ["abc%0A", "abc%0D%0A", "%0Aabc", "a%00b", "a%2Fb", "a b", "x" * 129, "",
+                                   "a%E2%80%AEb"])
+@pytest.mark.parametrize("route", ["status_message", "status_call"])
+def test_status_callback_with_an_id_that_is_not_a_full_match_is_400(call_function, route, ident):
+    path, params = ROUTES[route]
+    response, _ = call_function(route, signed_form_request(path, params, query=f"id={ident}"))
+    assert response.status_code == 400, response.get_body()

@@ -1,0 +1,117 @@
+"""The monitoring Bicep (alerts, action group, workbook) and the issue-13 infra fixes, as pycep reads them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.infra.infra_tools import INFRA, ROOT, load_yaml
+from tests.infra.test_bicep_consistency import config
+
+
+def resources(bicep: dict[str, Any], path: str, kind: str) -> list[dict[str, Any]]:
+    return [config(r) for r in bicep[path]["resources"].values() if r["type"] == kind and not r.get("existing")]
+
+
+def test_action_group_mails_the_addresses_given_as_a_parameter(bicep: dict[str, Any]) -> None:
+    [group] = resources(bicep, "modules/alerts.bicep", "Microsoft.Insights/actionGroups")
+    receivers = group["properties"]["emailReceivers"]
+    assert receivers["loop_type"]["detail"]["array_name"] == "emailAddresses"
+    assert group["location"] == "Global" and len(group["properties"]["groupShortName"]) <= 12
+    main = bicep["main.bicep"]
+    assert config(main["modules"]["alerts"])["params"]["emailAddresses"]["operator"]["type"] == "conditional"
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["alertEmailAddresses"]["value"] == "${ALERT_EMAIL_ADDRESSES}"
+
+
+def test_log_alerts_watch_dead_letters_webhook_5xx_and_function_failures(bicep: dict[str, Any]) -> None:
+    rules = resources(bicep, "modules/alerts.bicep", "Microsoft.Insights/scheduledQueryRules")
+    variables = {n: v["value"] for n, v in bicep["modules/alerts.bicep"]["variables"].items()}
+    by_query = {r["properties"]["criteria"]["allOf"][0]["query"]: r for r in rules}
+    assert set(by_query) == {"deadLetterQuery", "webhook5xxQuery", "functionFailureQuery"}
+    for rule in rules:
+        props = rule["properties"]
+        assert rule["kind"] == "LogAlert"
+        assert props["scopes"] == ["appInsightsId"]
+        assert (props["evaluationFrequency"], props["windowSize"]) == ("PT5M", "PT5M")
+        assert props["actions"]["actionGroups"] == [
+            {"operator": {"type": "property_accessor", "operands": {"operand_1": "actionGroup", "operand_2": "id"}}}]
+    assert 'outcome == "dead_lettered"' in variables["deadLetterQuery"]
+    assert by_query["deadLetterQuery"]["properties"]["criteria"]["allOf"][0]["threshold"] == 0
+    assert "resultCode) >= 500" in variables["webhook5xxQuery"]
+    assert by_query["webhook5xxQuery"]["properties"]["criteria"]["allOf"][0]["metricMeasureColumn"] == "percent5xx"
+    assert "success == false" in variables["functionFailureQuery"]
+
+
+def test_twilio_secret_expiry_raises_an_alert_through_the_action_group(bicep: dict[str, Any]) -> None:
+    [topic] = resources(bicep, "modules/alerts.bicep", "Microsoft.EventGrid/systemTopics")
+    assert topic["properties"]["topicType"] == "Microsoft.KeyVault.vaults"
+    [subscription] = resources(bicep, "modules/alerts.bicep", "Microsoft.EventGrid/systemTopics/eventSubscriptions")
+    props = subscription["properties"]
+    assert props["destination"]["endpointType"] == "MonitorAlert"
+    assert "Microsoft.KeyVault.SecretNearExpiry" in props["filter"]["includedEventTypes"]
+    assert props["eventDeliverySchema"] == "CloudEventSchemaV1_0"
+    secret = bicep["modules/secret.bicep"]["resources"]["secret"]["config"]["properties"]["attributes"]
+    assert secret["exp"] == "expiresOn"  # without an expiry date Key Vault never sends SecretNearExpiry
+
+
+def test_workbook_shows_the_four_views_on_app_insights(bicep: dict[str, Any], indexed_functions: dict[str, Any]) -> None:
+    [book] = resources(bicep, "modules/workbook.bicep", "Microsoft.Insights/workbooks")
+    assert book["kind"] == "shared" and book["properties"]["sourceId"] == "appInsightsId"
+    assert book["properties"]["serializedData"]["function"]["type"] == "string"
+    variables = bicep["modules/workbook.bicep"]["variables"]
+    items = variables["content"]["value"]["items"]
+    titles = {i["content"].get("title") for i in items if i["type"] == 3}
+    assert titles == {"Sends by outcome", "Twilio delivery statuses (status callbacks)", "Dead letters by reason",
+                      "Webhook latency percentiles (ms)"}
+    latency = next(i for i in items if i["name"] == "webhook-latency")["content"]["query"]
+    assert "percentiles(duration, 50, 95, 99)" in latency
+    webhook_names = {n.strip().strip('"') for n in variables["webhookNames"]["value"].split(",")}
+    http = {name for name, fn in indexed_functions.items()
+            if any(b.type == "httpTrigger" for b in fn.get_bindings())}
+    assert webhook_names == http
+
+
+def test_location_is_an_azd_location_limited_to_flex_regions(bicep: dict[str, Any]) -> None:
+    decorators = {d["type"]: d["argument"] for d in bicep["main.bicep"]["parameters"]["location"]["decorators"]}
+    assert decorators["metadata"] == {"azd": {"type": "location"}}
+    assert {"eastus", "westeurope", "australiaeast"} <= set(decorators["allowed"])
+    assert "westindia" not in decorators["allowed"]
+
+
+def test_python_versions_offered_are_those_flex_keeps_supporting(bicep: dict[str, Any]) -> None:
+    decorators = {d["type"]: d["argument"] for d in bicep["main.bicep"]["parameters"]["pythonVersion"]["decorators"]}
+    assert decorators["allowed"] == ["3.11", "3.12", "3.13"]
+
+
+def test_deployer_principal_type_comes_from_azd(bicep: dict[str, Any]) -> None:
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["principalType"]["value"] == "${AZURE_PRINCIPAL_TYPE=User}"
+    allowed = {d["type"]: d["argument"] for d in bicep["main.bicep"]["parameters"]["principalType"]["decorators"]}
+    assert set(allowed["allowed"]) == {"User", "ServicePrincipal"}
+
+
+def test_no_plain_parameter_is_named_like_a_secret(bicep: dict[str, Any]) -> None:
+    """Bicep's secure-secrets-in-params linter flags string parameters named *secret*/*password* without @secure."""
+    for path, tree in bicep.items():
+        for name, param in tree["parameters"].items():
+            secure = any(d["type"] == "secure" for d in param["decorators"])
+            if param["type"] in ("string", "object") and not secure:
+                assert not any(word in name.lower() for word in ("secret", "password")), f"{path}: {name}"
+
+
+def test_public_base_url_is_set_from_the_apps_default_host_name(bicep: dict[str, Any]) -> None:
+    params = config(bicep["main.bicep"]["modules"]["publicUrl"])["params"]
+    assert params["publicBaseUrl"] == "https://${api.outputs.hostName}"
+    [settings] = resources(bicep, "modules/appsettings.bicep", "Microsoft.Web/sites/config")
+    assert settings["name"] == "appsettings"
+    text = json.dumps(settings["properties"])
+    assert "union" in text and "PUBLIC_BASE_URL" in text and "/config/appsettings" in text
+
+
+def test_post_provision_hook_is_wired_and_never_deployed() -> None:
+    doc = load_yaml(ROOT / "azure.yaml")
+    hook = doc["hooks"]["postprovision"]
+    assert "infra/hooks/configure_twilio_number.py" in hook["posix"]["run"]
+    assert "infra/hooks/configure_twilio_number.py" in hook["windows"]["run"]
+    assert "infra/" in (ROOT / ".funcignore").read_text().split()

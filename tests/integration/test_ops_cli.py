@@ -1,0 +1,314 @@
+"""``python -m shared.ops`` against Azurite and the Twilio fake: what an operator sees and what each verb changes."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from shared import ledger, ops, optouts, sender, storage
+from tests.conftest import ROOT
+from tests.peers.ports import wait_until
+from tests.outbound_helpers import drain, put, sms_queue
+
+TO = "+14155550123"
+
+
+def run(*argv: str, answer: str | None = None) -> tuple[int, str, str]:
+    """Run the CLI in process; ``answer`` is what the operator types at a confirmation prompt."""
+    out, err = io.StringIO(), io.StringIO()
+    prompts: list[str] = []
+
+    def ask(prompt: str) -> str:
+        prompts.append(prompt)
+        return answer if answer is not None else ""
+
+    code = ops.main(list(argv), stdout=out, stderr=err, ask=ask)
+    return code, out.getvalue(), err.getvalue() + "".join(prompts)
+
+
+def run_json(*argv: str) -> Any:
+    code, out, err = run(*argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def sms(ident: str, body: str = "hello", to: str = TO) -> str:
+    return json.dumps({"id": ident, "to": to, "body": body})
+
+
+def dead_letter(outbound_env: Any, ident: str, fault: str | None, *, last_try: bool = True,
+                body: str = "hello") -> sender.Outcome:
+    """Process one SMS so that it ends in the poison queue (the fake answers with ``fault``)."""
+    if fault:
+        outbound_env.fail_next(fault)
+    outcome = sender.process("sms", sms(ident, body), f"q-{ident}", 5 if last_try else 1)
+    assert outcome.result == "dead_lettered", outcome
+    return outcome
+
+
+def poison_count() -> int:
+    return run_json("poison", "list")["count"]
+
+
+# ---------------------------------------------------------------- help and errors
+
+
+@pytest.mark.parametrize("verb", ["sends", "poison", "optouts"])
+def test_each_verb_answers_help(verb: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "shared.ops", verb, "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0
+    assert "usage: python -m shared.ops " + verb in proc.stdout
+
+
+def test_unreachable_storage_is_one_clear_line_not_a_traceback() -> None:
+    code, out, err = run("sends", "list")  # BASE_ENV points storage at a closed port
+    assert code == ops.EXIT_USAGE
+    assert err.startswith("ops: storage unreachable") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_an_invalid_account_name_is_refused_before_any_sign_in() -> None:
+    code, _, err = run("sends", "list", "--account-name", "Not_An_Account")
+    assert code == ops.EXIT_USAGE
+    assert "not a storage account name" in err
+
+
+def test_account_name_signs_in_as_the_operator_against_that_accounts_endpoints(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import azure.identity
+
+    monkeypatch.setenv("AzureWebJobsStorage__accountName", "placeholder")
+    from tests.peers.keyvault import FakeCredential
+
+    operator = FakeCredential()
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", lambda: operator)
+    args = ops._parser().parse_args(["sends", "list", "--account-name", "stswitchboard01"])
+    try:
+        ops.connect(args)
+        service = storage._service("table")
+        assert service.url.startswith("https://stswitchboard01.table.core.windows.net")
+        assert storage._credential() is operator
+    finally:
+        storage.use_credential(None)
+
+
+def test_a_bad_time_filter_names_the_formats_it_accepts(azurite: Any) -> None:
+    code, _, err = run("sends", "list", "--since", "yesterday-ish")
+    assert code == ops.EXIT_USAGE and "30m, 2h, 7d or ISO-8601" in err
+
+
+# ---------------------------------------------------------------- sends
+
+
+def test_sends_show_explains_the_row_and_json_carries_every_field(outbound_env: Any) -> None:
+    assert sender.process("sms", sms("show-1"), "q1").result == "sent"
+    code, out, _ = run("sends", "show", "show-1")
+    assert code == 0
+    assert "sms show-1: sent — Twilio accepted it" in out
+    assert "sid" in out and outbound_env.created("sms")[0].sid in out
+    document = run_json("sends", "show", "show-1")
+    assert document["status"] == "sent" and document["sid"].startswith("SM") and document["attempts"] == 1
+
+
+def test_sends_show_of_an_unknown_id_exits_1(outbound_env: Any) -> None:
+    code, _, err = run("sends", "show", "no-such-id")
+    assert code == ops.EXIT_NOT_FOUND and "no send with id 'no-such-id'" in err
+
+
+def test_sends_show_says_an_ambiguous_send_is_in_doubt(outbound_env: Any) -> None:
+    dead_letter(outbound_env, "doubt-1", "slow")
+    code, out, _ = run("sends", "show", "doubt-1", "--kind", "sms")
+    assert code == 0
+    assert "doubt-1: failed" in out and "ambiguous" in out
+
+
+def test_sends_list_filters_by_status_and_time_across_partitions(outbound_env: Any) -> None:
+    assert sender.process("sms", sms("list-ok"), "q1").result == "sent"
+    dead_letter(outbound_env, "list-bad", "21211")
+    # A call row lives in another partition; the listing must see it too.
+    assert sender.process("call", json.dumps({"id": "list-call", "to": TO, "say": "hi"}), "q2").result == "sent"
+
+    every = {s["id"] for s in run_json("sends", "list")["sends"]}
+    assert {"list-ok", "list-bad", "list-call"} <= every
+    failed = run_json("sends", "list", "--status", "failed")["sends"]
+    assert {s["id"] for s in failed} >= {"list-bad"} and all(s["status"] == "failed" for s in failed)
+    assert {s["id"] for s in run_json("sends", "list", "--kind", "call")["sends"]} >= {"list-call"}
+    assert all(s["kind"] == "call" for s in run_json("sends", "list", "--kind", "call")["sends"])
+    assert run_json("sends", "list", "--since", "2030-01-01T00:00:00Z")["count"] == 0
+    assert {"list-ok", "list-call"} <= {s["id"] for s in run_json("sends", "list", "--since", "10m")["sends"]}
+    code, out, _ = run("sends", "list", "--status", "failed")
+    assert "KIND" in out and "list-bad" in out and "list-ok" not in out
+
+
+def test_long_listings_report_progress_on_stderr_not_in_the_json(outbound_env: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ops, "PROGRESS_EVERY", 2)
+    for i in range(4):
+        ledger.insert_if_absent("sms", f"progress-{i}", status="sent", attempts=1)
+    code, out, err = run("sends", "list", "--json")
+    assert code == 0 and "rows read" in err
+    assert json.loads(out)["count"] >= 4
+
+
+# ---------------------------------------------------------------- poison list
+
+
+def test_poison_list_counts_by_reason_then_lists_entries_and_leaves_them_in_place(outbound_env: Any) -> None:
+    dead_letter(outbound_env, "p-1", "21211")
+    dead_letter(outbound_env, "p-2", "21211")
+    assert sender.process("sms", b"not json at all", "q-bad").result == "dead_lettered"
+
+    listing = run_json("poison", "list")
+    by_reason = {r["reason"]: r["count"] for r in listing["by_reason"]}
+    assert by_reason == {"twilio_rejected": 2, "invalid_message": 1}
+    assert listing["by_reason"][0]["reason"] == "twilio_rejected"  # most frequent first
+    assert {e["id"] for e in listing["entries"]} == {"p-1", "p-2", "q-bad"}
+    code, out, _ = run("poison", "list", "--reason", "invalid_message")
+    assert "REASON" in out and "q-bad" in out and "p-1" not in out
+    assert poison_count() == 3  # listing twice in a row sees everything: nothing was consumed or hidden
+
+
+# ---------------------------------------------------------------- poison replay
+
+
+def test_replay_puts_a_resendable_dead_letter_back_with_its_id_and_it_is_sent(outbound_env: Any) -> None:
+    dead_letter(outbound_env, "r-1", "500")  # transient until the last try: never reached Twilio
+    dry = run_json("poison", "replay", "--dry-run")
+    assert [(e["id"], e["result"]) for e in dry["entries"]] == [("r-1", "would replay")]
+    assert poison_count() == 1 and drain(sms_queue()) == []
+
+    report = run_json("poison", "replay")
+    assert report["replayed"] == 1
+    assert poison_count() == 0
+    queued = drain(sms_queue())
+    assert [json.loads(t)["id"] for t in queued] == ["r-1"]
+    assert sender.process("sms", queued[0], "new-queue-id").result == "sent"
+    assert ledger.get("sms", "r-1").status == "sent"
+
+
+def test_replay_keeps_the_ledger_id_when_the_original_had_none(outbound_env: Any) -> None:
+    outbound_env.fail_next("500")
+    outcome = sender.process("sms", json.dumps({"to": TO, "body": "no id"}), "queue-msg-7", 5)
+    assert outcome.id == "queue-msg-7" and outcome.result == "dead_lettered"
+    run_json("poison", "replay")
+    assert [json.loads(t)["id"] for t in drain(sms_queue())] == ["queue-msg-7"]
+
+
+def test_replay_skips_invalid_messages_and_still_opted_out_recipients(outbound_env: Any) -> None:
+    put(sms_queue(), "x")
+    assert sender.process("sms", "{broken", "q-inv").result == "dead_lettered"
+    drain(sms_queue())
+    optouts.record_optout(TO, "STOP")
+    assert sender.process("sms", sms("ops-opt-1"), "q-opt").code == "opted_out"
+
+    entries = {e["id"]: e["result"] for e in run_json("poison", "replay")["entries"]}
+    assert entries["q-inv"].startswith("kept: invalid message")
+    assert entries["ops-opt-1"].startswith("kept: recipient is still opted out")
+    assert poison_count() == 2 and drain(sms_queue()) == []
+
+    assert run("optouts", "remove", TO)[0] == 0
+    entries = {e["id"]: e["result"] for e in run_json("poison", "replay", "--id", "ops-opt-1")["entries"]}
+    assert entries == {"ops-opt-1": "replayed"}
+    assert sender.process("sms", drain(sms_queue())[0], "q-again").result == "sent"
+
+
+def test_an_ambiguous_dead_letter_needs_force_and_the_cli_first_shows_what_twilio_has(outbound_env: Any) -> None:
+    dead_letter(outbound_env, "amb-1", "slow", body="did it go?")  # Twilio created it; we never heard
+    wait_until(lambda: len(outbound_env.created("sms")) == 1, 10, "the slow send to be created")
+    created = outbound_env.created("sms")
+
+    code, out, _ = run("poison", "replay")
+    assert code == 0
+    assert "amb-1 (ambiguous)" in out
+    assert f"Twilio: {created[0].sid} queued to +1415***0123" in out and "same body" in out
+    assert "re-run with --force" in out
+    assert poison_count() == 1 and drain(sms_queue()) == []
+
+    forced_dry = run_json("poison", "replay", "--force", "--dry-run")
+    assert forced_dry["entries"][0]["result"] == "would force" and poison_count() == 1
+
+    forced = run_json("poison", "replay", "--force")
+    assert forced["entries"][0]["result"] == "forced"
+    assert forced["entries"][0]["twilio"][0]["sid"] == created[0].sid
+    assert poison_count() == 0
+    assert sender.process("sms", drain(sms_queue())[0], "q-forced").result == "sent"
+    assert len(outbound_env.created("sms")) == 2  # the operator chose to send it again
+
+
+def test_a_send_twilio_has_by_sid_is_fetched_by_that_sid_before_forcing(outbound_env: Any) -> None:
+    assert sender.process("sms", sms("sid-1"), "q1").result == "sent"
+    sid = ledger.get("sms", "sid-1").sid
+    # An operator copied the sent message into the poison queue by hand (or a later copy was dead-lettered).
+    document = {"error": {"code": "duplicate_in_flight", "reason": "test", "id": "sid-1", "kind": "sms"},
+                "message": sms("sid-1")}
+    storage.queue(sms_queue() + "-poison").send_message(json.dumps(document))
+
+    entry = run_json("poison", "replay")["entries"][0]
+    assert entry["why"].startswith("reached Twilio") and entry["result"].startswith("kept")
+    assert [t["sid"] for t in entry["twilio"]] == [sid]
+
+    forced = run_json("poison", "replay", "--force")["entries"][0]
+    assert forced["result"] == "forced"
+    row = ledger.get("sms", "sid-1")
+    assert row.sid == "" and row.fields["previous_sid"] == sid and "forced" in row.last_error
+    assert sender.process("sms", drain(sms_queue())[0], "q2").result == "sent"
+
+
+def test_a_twilio_rejected_dead_letter_is_not_forced_when_twilio_cannot_be_read(outbound_env: Any,
+                                                                                  set_env: Any) -> None:
+    dead_letter(outbound_env, "rej-1", "21211")
+    set_env(TWILIO_API_BASE_URL="http://127.0.0.1:9")  # Twilio unreachable
+    entry = run_json("poison", "replay", "--force")["entries"][0]
+    assert "twilio_error" in entry and entry["result"].startswith("kept: Twilio could not be read")
+    assert poison_count() == 1 and drain(sms_queue()) == []
+
+
+# ---------------------------------------------------------------- poison purge
+
+
+def test_purge_asks_first_and_deletes_only_on_yes(outbound_env: Any) -> None:
+    dead_letter(outbound_env, "g-1", "21211")
+    dead_letter(outbound_env, "g-2", "21211")
+
+    code, _, err = run("poison", "purge", answer="no")
+    assert code == 0 and "Type 'yes'" in err and "nothing deleted" in err
+    assert poison_count() == 2
+    assert run_json("poison", "purge", "--dry-run") == {"dry_run": True, "matched": 2, "deleted": 0}
+    assert poison_count() == 2
+
+    code, out, _ = run("poison", "purge", "--id", "g-1", answer="yes")
+    assert code == 0 and "deleted 1" in out
+    assert [e["id"] for e in run_json("poison", "list")["entries"]] == ["g-2"]
+    assert run_json("poison", "purge", "--yes")["deleted"] == 1
+    assert poison_count() == 0
+
+
+# ---------------------------------------------------------------- opt-outs
+
+
+def test_optouts_add_list_remove_round_trip(azurite: Any) -> None:
+    number = "+14155550999"
+    added = run_json("optouts", "add", number)
+    assert added == {"number": number, "opted_out": True, "changed": True}
+    assert optouts.is_opted_out(number)
+    assert run_json("optouts", "add", number)["changed"] is False
+    listed = run_json("optouts", "list")["optouts"]
+    assert {"number": number, "keyword": "OPS"} in [{k: r[k] for k in ("number", "keyword")} for r in listed]
+    code, out, _ = run("optouts", "list")
+    assert "NUMBER" in out and number in out
+    assert run_json("optouts", "remove", number)["changed"] is True
+    assert not optouts.is_opted_out(number)
+    code, out, _ = run("optouts", "remove", number)
+    assert "was not opted out" in out
+
+
+@pytest.mark.parametrize("number", ["14155550999", "+0123", "whatsapp:555", "+1415555099\n"])
+def test_optouts_refuses_what_is_not_an_e164_address(azurite: Any, number: str) -> None:
+    code, _, err = run("optouts", "add", number)
+    assert code == ops.EXIT_USAGE and "not an E.164 number" in err
