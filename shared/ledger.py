@@ -222,8 +222,16 @@ def apply_callback(kind: str, ident: str, twilio_status: str, *, sid: str = "", 
     raise LedgerConflictError(f"{kind}/{ident}: too many concurrent changes")
 
 
+SID_INDEX_PREFIX = "sid-"
+
+
 def _sid_partition(sid: str) -> str:
-    return "sid-" + (sid[-2:].lower() if len(sid) >= 2 else "00")
+    return SID_INDEX_PREFIX + (sid[-2:].lower() if len(sid) >= 2 else "00")
+
+
+def is_send_entity(entity: Mapping[str, Any]) -> bool:
+    """False for the SID index rows that share the table (listings show sends only)."""
+    return not str(entity.get("PartitionKey", "")).startswith(SID_INDEX_PREFIX)
 
 
 def remember_sid(kind: str, sid: str, ident: str) -> None:

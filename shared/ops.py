@@ -322,6 +322,8 @@ def sends_list(args: argparse.Namespace, out: Output) -> int:
     rows = []
     matched = 0
     for entity in query_table(ledger.TABLE, " and ".join(clauses), params, out, "ledger rows"):
+        if not ledger.is_send_entity(entity):
+            continue
         kind = _row_kind(entity)
         if args.kind and kind != args.kind:
             continue
@@ -504,17 +506,16 @@ def twilio_view(kind: Kind, plan: ReplayPlan, letter: DeadLetter) -> list[dict[s
     from . import twilio_api
     from .redact import mask_number
 
-    client = twilio_api.get_client()
     row = plan.row
     sid = getattr(row, "sid", "") if row is not None else ""
     if sid:
-        found = [client.messages(sid).fetch() if kind == "sms" else client.calls(sid).fetch()]
+        client = twilio_api.get_client()
+        fetched = client.messages(sid).fetch() if kind == "sms" else client.calls(sid).fetch()
+        found = [twilio_api.recorded(kind, fetched)]
     else:
         since = datetime.now(timezone.utc) - TWILIO_LOOKBACK
-        if kind == "sms":
-            found = client.messages.list(to=plan.to, date_sent_after=since, limit=TWILIO_LIST_LIMIT)
-        else:
-            found = client.calls.list(to=plan.to, start_time_after=since, limit=TWILIO_LIST_LIMIT)
+        found = list(twilio_api.list_recent(kind, to=plan.to, from_=None, created_after=since,
+                                            page_size=TWILIO_LIST_LIMIT, max_pages=1).items)
     body = (letter.document or {}).get("message", "")
     try:
         wanted = json.loads(body).get("body") if kind == "sms" else None
@@ -522,11 +523,11 @@ def twilio_view(kind: Kind, plan: ReplayPlan, letter: DeadLetter) -> list[dict[s
         wanted = None
     views = []
     for item in found:
-        when = getattr(item, "date_created", None)
-        view = {"sid": item.sid, "status": str(item.status or ""), "to": mask_number(item.to),
+        when = item.created
+        view = {"sid": item.sid, "status": item.status, "to": mask_number(item.to),
                 "created": when.isoformat() if isinstance(when, datetime) else str(when or "")}
         if kind == "sms" and wanted is not None:
-            view["same_body"] = getattr(item, "body", None) == wanted
+            view["same_body"] = item.body == wanted
         views.append(view)
     return views
 

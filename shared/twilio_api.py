@@ -334,7 +334,7 @@ def list_recent(kind: str, *, to: str, from_: str | None, created_after: Any, pa
         while True:
             oldest_seen = False
             for record in page:
-                item = _recorded(kind, record)
+                item = recorded(kind, record)
                 if item.created is not None and item.created < created_after:
                     oldest_seen = True
                     break
@@ -357,7 +357,8 @@ def list_recent(kind: str, *, to: str, from_: str | None, created_after: Any, pa
                               f"{reason}") from exc
 
 
-def _recorded(kind: str, record: Any) -> RecordedSend:
+def recorded(kind: str, record: Any) -> RecordedSend:
+    """A Message / Call instance of the SDK as a :class:`RecordedSend`."""
     if kind == "sms":
         return RecordedSend(sid=record.sid or "", status=str(record.status or ""), to=record.to or "",
                             from_=record.from_ or "", messaging_service_sid=record.messaging_service_sid or "",

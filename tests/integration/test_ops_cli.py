@@ -43,7 +43,18 @@ def sms(ident: str, body: str = "hello", to: str = TO) -> str:
 
 def dead_letter(outbound_env: Any, ident: str, fault: str | None, *, last_try: bool = True,
                 body: str = "hello") -> sender.Outcome:
-    """Process one SMS so that it ends in the poison queue (the fake answers with ``fault``)."""
+    """Process one SMS so that it ends in the poison queue (the fake answers with ``fault``).
+
+    ``slow`` makes an ``ambiguous`` dead letter: Twilio creates the message but answers after the client's
+    timeout, and its list cannot be read when the last try tries to settle the doubt."""
+    if fault == "slow":
+        outbound_env.fail_next("slow")
+        with pytest.raises(sender.RetryLaterError):
+            sender.process("sms", sms(ident, body), f"q-{ident}", 1)
+        outbound_env.fail_lists_next("500")
+        outcome = sender.process("sms", sms(ident, body), f"q-{ident}", 5)
+        assert outcome.result == "dead_lettered" and outcome.code == "ambiguous", outcome
+        return outcome
     if fault:
         outbound_env.fail_next(fault)
     outcome = sender.process("sms", sms(ident, body), f"q-{ident}", 5 if last_try else 1)
