@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+import uuid
 from typing import Any
 
 import pytest
@@ -204,11 +205,12 @@ def test_replay_puts_a_resendable_dead_letter_back_with_its_id_and_it_is_sent(ou
 
 
 def test_replay_keeps_the_ledger_id_when_the_original_had_none(outbound_env: Any) -> None:
+    queue_message_id = f"queue-msg-{uuid.uuid4().hex[:8]}"  # Azurite's ledger is shared by the whole session
     outbound_env.fail_next("500")
-    outcome = sender.process("sms", json.dumps({"to": TO, "body": "no id"}), "queue-msg-7", 5)
-    assert outcome.id == "queue-msg-7" and outcome.result == "dead_lettered"
+    outcome = sender.process("sms", json.dumps({"to": TO, "body": "no id"}), queue_message_id, 5)
+    assert outcome.id == queue_message_id and outcome.result == "dead_lettered"
     run_json("poison", "replay")
-    assert [json.loads(t)["id"] for t in drain(sms_queue())] == ["queue-msg-7"]
+    assert [json.loads(t)["id"] for t in drain(sms_queue())] == [queue_message_id]
 
 
 def test_replay_skips_invalid_messages_and_still_opted_out_recipients(outbound_env: Any) -> None:
