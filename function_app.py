@@ -84,3 +84,14 @@ def status_message(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="status/call", methods=["POST"])
 def status_call(req: func.HttpRequest) -> func.HttpResponse:
     return _response(routes.status_call(_request(req)))
+
+
+@app.route(route="status/amd", methods=["POST"])
+def status_amd(req: func.HttpRequest) -> func.HttpResponse:
+    return _response(routes.status_amd(_request(req)))
+
+
+@app.route(route="status/recording", methods=["POST"])
+@app.queue_output(**INBOUND)
+def status_recording(req: func.HttpRequest, inbound: func.Out[str]) -> func.HttpResponse:
+    return _response(routes.status_recording(_request(req)), inbound)

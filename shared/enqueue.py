@@ -4,8 +4,9 @@ Why a CLI: it is the quickest way to try the app (``make run`` + one command) an
 other systems. A bad message is refused here (exit 2, the reason on stderr) instead of in the poison queue.
 
     python -m shared.enqueue sms --to +14155550100 --body "hello" [--from +1…] [--media-url URL …] [--at ISO] [--id ID]
+    python -m shared.enqueue sms --to whatsapp:+14155550100 --content-sid HX… --content-variables '{"1": "Ann"}'
     python -m shared.enqueue call --to +14155550100 (--say TEXT | --twiml XML | --url URL) [--voice V] [--language L]
-                                  [--timeout S] [--machine-detection]
+                                  [--timeout S] [--machine-detection [--voicemail TEXT]]
 
 Settings (``AzureWebJobsStorage``, ``SMS_QUEUE``, ``CALL_QUEUE``) come from the environment, else from
 ``local.settings.json`` ("Values") in the current directory or the app's root. Prints the message id (the
@@ -41,8 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shared.enqueue", description=__doc__.split("\n\n")[0])
     kinds = parser.add_subparsers(dest="kind", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--to", required=True, help="recipient, E.164 (+14155550100)")
-    common.add_argument("--from", dest="from_", help="sender, E.164 (default: TWILIO_FROM_NUMBER)")
+    common.add_argument("--to", required=True,
+                        help="recipient, E.164 (+14155550100); for sms also whatsapp:+14155550100")
+    common.add_argument("--from", dest="from_", help="sender, E.164 or whatsapp:+E.164 (default: TWILIO_FROM_NUMBER)")
     common.add_argument("--at", dest="send_at", help="send at this ISO-8601 UTC time (2030-01-01T09:00:00Z)")
     common.add_argument("--id", help="message id (default: a new UUID); the ledger key, so duplicates are sent once")
     common.add_argument("--base64", action="store_true", help="base64-encode the queue message")
@@ -50,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     sms.add_argument("--body", help="text, up to 1600 chars")
     sms.add_argument("--media-url", dest="media_urls", action="append", help="https URL of media (repeatable)")
     sms.add_argument("--messaging-service-sid", help="MG… service to send from instead of a number")
+    sms.add_argument("--content-sid", help="HX… Content template to send instead of --body/--media-url")
+    sms.add_argument("--content-variables", help='template variables as a JSON object of strings: {"1": "Ann"}')
     call = kinds.add_parser("call", parents=[common], help="place a call")
     content = call.add_mutually_exclusive_group(required=True)
     content.add_argument("--say", help="text to say (built into <Say>)")
@@ -58,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--voice", help="voice for --say (e.g. alice, Polly.Joanna)")
     call.add_argument("--language", help="language for --say (e.g. en-US)")
     call.add_argument("--timeout", type=int, help="seconds to let it ring (5-600)")
-    call.add_argument("--machine-detection", action="store_true", help="ask Twilio to detect answering machines")
+    call.add_argument("--machine-detection", action="store_true",
+                      help="detect answering machines (asynchronous AMD; AnsweredBy goes on the ledger row)")
+    call.add_argument("--voicemail", help="with --machine-detection: text said after the beep when a machine answers")
     return parser
 
 
@@ -67,11 +73,29 @@ def build_message(args: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {"id": args.id or uuid.uuid4().hex, "to": args.to, "from": args.from_,
                               "send_at": args.send_at}
     if args.kind == "sms":
-        fields.update(body=args.body, media_urls=args.media_urls, messaging_service_sid=args.messaging_service_sid)
+        fields.update(body=args.body, media_urls=args.media_urls, messaging_service_sid=args.messaging_service_sid,
+                      content_sid=args.content_sid, content_variables=_json_object(args.content_variables))
     else:
         fields.update(say=args.say, twiml=args.twiml, url=args.url, voice=args.voice, language=args.language,
-                      timeout=args.timeout, machine_detection=args.machine_detection or None)
+                      timeout=args.timeout, machine_detection=args.machine_detection or None,
+                      voicemail=args.voicemail)
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _json_object(text: str | None) -> Any:
+    """``--content-variables``: the JSON as given (the schema then says whether it is an object of strings)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:
+        raise InvalidMessageError("content_variables", f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidMessageError("content_variables", "JSON nested too deeply") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def load_local_settings(environ: dict[str, str] | os._Environ = os.environ) -> None:
@@ -100,8 +124,8 @@ def visibility_delay(send_at: datetime | None, now: datetime | None = None) -> i
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     kind: Kind = args.kind
-    document = build_message(args)
     try:
+        document = build_message(args)
         message = validate(kind, document)
     except InvalidMessageError as exc:
         print(f"invalid {kind} message: {exc.reason}", file=sys.stderr)

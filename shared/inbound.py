@@ -1,7 +1,9 @@
-"""Inbound SMS and voicemail: keyword handling, the reply, and the event for the inbound queue.
+"""Inbound SMS, WhatsApp and voicemail: keyword handling, the reply, and the event for the inbound queue.
 
 Every inbound message becomes one JSON event on ``INBOUND_QUEUE`` so the user's own consumers see everything
-Twilio told us, including opt-outs (``keyword``) and media.
+Twilio told us, including opt-outs (``keyword``), media and the ``channel`` it came on (``sms`` or ``whatsapp``:
+WhatsApp arrives on the same webhook with ``From: whatsapp:+…``). Opt-outs are kept per address, so a STOP on
+WhatsApp stops WhatsApp sends to that number and a STOP by SMS stops SMS (README, "Opt-outs").
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 OPT_IN = frozenset({"START", "YES", "UNSTOP"})
 HELP = frozenset({"HELP", "INFO"})
 HELP_TEXT = f"{APP_NAME}: reply STOP to stop receiving messages, START to receive them again."
+# Twilio confirms an SMS opt-out itself (carrier rules); on WhatsApp nobody does, so we do.
+WHATSAPP_STOP_TEXT = f"{APP_NAME}: you will get no more WhatsApp messages from us. Reply START to resume."
+WHATSAPP_PREFIX = "whatsapp:"
 MAX_MEDIA = 10
 # A keyword with any amount of padding fits in this; longer bodies are messages (and need no normalising).
 MAX_KEYWORD_INPUT = 160
@@ -83,18 +88,25 @@ def _media(params: Params) -> list[dict[str, str]]:
     ]
 
 
+def channel_of(address: str) -> str:
+    """``whatsapp`` for a ``whatsapp:`` address, else ``sms``."""
+    return "whatsapp" if address.lower().startswith(WHATSAPP_PREFIX) else "sms"
+
+
 def handle_sms(params: Params, auto_reply: str = "") -> InboundResult:
-    """Apply STOP/START/HELP, choose the reply, and build the inbound event."""
+    """Apply STOP/START/HELP, choose the reply, and build the inbound event (SMS and WhatsApp alike)."""
     sender = params.require("From")
     if _BAD_KEY_CHARS.search(sender) or len(sender) > 64:
         raise MalformedRequestError("From is not a phone number or address")
+    channel = channel_of(sender)
     body = params.first("Body")
     keyword = keyword_of(body)
     message_sid = params.first("MessageSid") or params.first("SmsSid")
     reply = auto_reply
     if keyword in OPT_OUT:
         optouts.record_optout(sender, keyword, message_sid)
-        reply = ""  # Twilio itself confirms an opt-out; a reply of ours would be blocked anyway.
+        # On SMS Twilio itself confirms an opt-out (a reply of ours would be blocked anyway); on WhatsApp we do.
+        reply = WHATSAPP_STOP_TEXT if channel == "whatsapp" else ""
         log.info("opt-out recorded for %s (%s)", mask_number(sender), keyword)
     elif keyword in OPT_IN:
         optouts.clear_optout(sender)
@@ -104,6 +116,7 @@ def handle_sms(params: Params, auto_reply: str = "") -> InboundResult:
         reply = HELP_TEXT
     event = {
         "type": "sms",
+        "channel": channel,
         "from": sender,
         "to": params.first("To"),
         "body": body,
@@ -114,7 +127,32 @@ def handle_sms(params: Params, auto_reply: str = "") -> InboundResult:
         "keyword": keyword,
         "received_at": _now(),
     }
+    if channel == "whatsapp":  # what WhatsApp adds: the sender's profile name and WhatsApp id
+        event.update(profile_name=params.first("ProfileName"), wa_id=params.first("WaId"))
     return InboundResult(twiml.sms_reply(reply), json.dumps(event))
+
+
+RECORDING_STATUSES = frozenset({"in-progress", "completed", "absent", "failed"})
+
+
+def handle_recording_status(params: Params) -> str:
+    """A voicemail's recording status callback (completed: the audio can be fetched; absent: nothing was said)
+    as an inbound event, so consumers know when ``recording_url`` is ready. Returns the event."""
+    status = params.require("RecordingStatus").strip().lower()
+    if status not in RECORDING_STATUSES:
+        raise MalformedRequestError(f"RecordingStatus must be one of {', '.join(sorted(RECORDING_STATUSES))}")
+    event = {
+        "type": "recording_status",
+        "call_sid": params.require("CallSid"),
+        "account_sid": params.first("AccountSid"),
+        "recording_sid": params.first("RecordingSid"),
+        "recording_url": params.first("RecordingUrl"),
+        "recording_status": status,
+        "recording_duration": params.first("RecordingDuration"),
+        "error_code": params.first("ErrorCode"),
+        "received_at": _now(),
+    }
+    return json.dumps(event)
 
 
 def handle_voicemail(params: Params) -> InboundResult:

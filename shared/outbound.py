@@ -32,12 +32,20 @@ MAX_BODY_CHARS = 1600                  # Twilio's limit for one (concatenated) S
 MAX_MEDIA_URLS = 10                    # Twilio's limit per MMS
 MAX_TWIML_CHARS = 4000                 # Twilio's limit for the Twiml parameter
 MAX_URL_CHARS = 2048
+MAX_CONTENT_VARIABLES = 100            # template variables per message
+MAX_CONTENT_VARIABLES_CHARS = 8000     # the ContentVariables JSON we send, as compact JSON
+MAX_CONTENT_VARIABLE_CHARS = 1600      # one value (UTF-16 units), no more than a body
 MIN_TIMEOUT, MAX_TIMEOUT = 5, 600
 
 # Field patterns. Always applied with ``fullmatch`` (via :func:`matches`): ``re.match(...$)`` also accepts a
 # trailing newline, which once let "+14155553333\n" past the opt-out check. ``[0-9]``, not ``\d``: ``\d`` would
 # accept fullwidth and Arabic-Indic digits. The id alphabet also keeps out every character a Table key forbids.
 E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+WHATSAPP_PREFIX = "whatsapp:"
+WHATSAPP_ADDRESS = re.compile(r"whatsapp:\+[1-9][0-9]{1,14}")
+CONTENT_SID = re.compile(r"HX[0-9a-fA-F]{32}")
+# Template variable names as Twilio's Content API writes them ({{1}}, {{first_name}}).
+CONTENT_VARIABLE_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MESSAGING_SERVICE_SID = re.compile(r"MG[0-9a-fA-F]{32}")
 LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}")
@@ -48,14 +56,20 @@ XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 COMMON_FIELDS = frozenset({"id", "to", "from", "send_at"})
-SMS_FIELDS = COMMON_FIELDS | {"body", "media_urls", "messaging_service_sid"}
-CALL_FIELDS = COMMON_FIELDS | {"say", "twiml", "url", "voice", "language", "timeout", "machine_detection"}
+SMS_FIELDS = COMMON_FIELDS | {"body", "media_urls", "messaging_service_sid", "content_sid", "content_variables"}
+CALL_FIELDS = COMMON_FIELDS | {"say", "twiml", "url", "voice", "language", "timeout", "machine_detection",
+                               "voicemail"}
 CALL_CONTENT = ("say", "twiml", "url")
 
 
 def matches(pattern: re.Pattern[str], value: str) -> bool:
     """Whether all of ``value`` (no trailing newline, no prefix) is one ``pattern``: the only way we validate."""
     return pattern.fullmatch(value) is not None
+
+
+def is_whatsapp(address: str | None) -> bool:
+    """Whether ``address`` is a WhatsApp channel address (``whatsapp:+E164``) rather than a phone number."""
+    return bool(address) and matches(WHATSAPP_ADDRESS, address or "")
 
 
 def utf16_length(text: str) -> int:
@@ -93,7 +107,20 @@ class SmsMessage(OutboundMessage):
     body: str | None = None
     media_urls: tuple[str, ...] = ()
     messaging_service_sid: str | None = None
+    content_sid: str | None = None
+    # (name, value) pairs sorted by name: hashable, and the producer's key order does not change the content hash.
+    content_variables: tuple[tuple[str, str], ...] = ()
     kind: Kind = "sms"
+
+    @property
+    def is_whatsapp(self) -> bool:
+        return is_whatsapp(self.to)
+
+    def content_variables_json(self) -> str | None:
+        """``ContentVariables`` as Twilio takes it (a JSON object of strings), or None without variables."""
+        if not self.content_variables:
+            return None
+        return json.dumps(dict(self.content_variables), ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -105,6 +132,7 @@ class CallMessage(OutboundMessage):
     language: str | None = None
     timeout: int | None = None
     machine_detection: bool = False
+    voicemail: str | None = None  # said after the beep when a machine answers (needs machine_detection)
     kind: Kind = "call"
 
 
@@ -214,9 +242,12 @@ def validate(kind: Kind, doc: Mapping[str, Any], default_id: str | None = None) 
     ident = _string(doc, "id", ident)
     if not matches(ID_PATTERN, ident):
         raise InvalidMessageError("id", "must be 1-128 of [A-Za-z0-9._:-]")
-    to = _e164(doc, "to", required=True)
+    whatsapp_ok = kind == "sms"
+    to = _address(doc, "to", required=True, whatsapp_ok=whatsapp_ok)
     assert to is not None
-    from_ = _e164(doc, "from", required=False)
+    from_ = _address(doc, "from", required=False, whatsapp_ok=whatsapp_ok)
+    if from_ is not None and is_whatsapp(to) != is_whatsapp(from_):
+        raise InvalidMessageError("from", "to and from must both be whatsapp: addresses or both phone numbers")
     send_at = _send_at(doc)
     if kind == "sms":
         return _validate_sms(doc, ident, to, from_, send_at)
@@ -236,15 +267,51 @@ def _validate_sms(doc: Mapping[str, Any], ident: str, to: str, from_: str | None
         if len(media) > MAX_MEDIA_URLS:
             raise InvalidMessageError("media_urls", f"{len(media)} URLs > {MAX_MEDIA_URLS}")
         media_urls = tuple(_https_url(f"media_urls[{i}]", u) for i, u in enumerate(media))
-    if not body and not media_urls:
-        raise InvalidMessageError("body", "body or media_urls is required")
+    content_sid = _optional_string(doc, "content_sid")
+    if content_sid is not None and not matches(CONTENT_SID, content_sid):
+        raise InvalidMessageError("content_sid", "must be HX followed by 32 hex digits")
+    variables = _content_variables(doc)
+    if variables and content_sid is None:
+        raise InvalidMessageError("content_variables", "only applies with content_sid")
+    if content_sid is not None and (body or media_urls):
+        raise InvalidMessageError("body" if body else "media_urls",
+                                  "a template (content_sid) replaces body and media_urls: give one or the other")
+    if not body and not media_urls and content_sid is None:
+        raise InvalidMessageError("body", "body or media_urls is required (or a template: content_sid)")
     service = _optional_string(doc, "messaging_service_sid")
     if service is not None and not matches(MESSAGING_SERVICE_SID, service):
         raise InvalidMessageError("messaging_service_sid", "must be MG followed by 32 hex digits")
     if service is not None and from_ is not None:
         raise InvalidMessageError("from", "give from or messaging_service_sid, not both")
     return SmsMessage(id=ident, to=to, from_=from_, send_at=send_at, body=body or None, media_urls=media_urls,
-                      messaging_service_sid=service)
+                      messaging_service_sid=service, content_sid=content_sid, content_variables=variables)
+
+
+def _content_variables(doc: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """``content_variables``: a JSON object of template variable name → string value, size-limited."""
+    value = doc.get("content_variables")
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise InvalidMessageError("content_variables", f"must be a JSON object of strings, not {_json_type(value)}")
+    if len(value) > MAX_CONTENT_VARIABLES:
+        raise InvalidMessageError("content_variables", f"{len(value)} variables > {MAX_CONTENT_VARIABLES}")
+    pairs: list[tuple[str, str]] = []
+    for name, item in value.items():
+        if not matches(CONTENT_VARIABLE_NAME, name):
+            raise InvalidMessageError("content_variables",
+                                      f"variable name {_field_name(name)} must be 1-64 of [A-Za-z0-9_]")
+        label = f"content_variables.{name}"
+        if not isinstance(item, str):
+            raise InvalidMessageError(label, f"must be a string, not {_json_type(item)}")
+        _unicode(label, item)
+        if utf16_length(item) > MAX_CONTENT_VARIABLE_CHARS:
+            raise InvalidMessageError(label, f"{utf16_length(item)} UTF-16 units > {MAX_CONTENT_VARIABLE_CHARS}")
+        pairs.append((name, item))
+    size = len(json.dumps(dict(pairs), ensure_ascii=False, separators=(",", ":")))
+    if size > MAX_CONTENT_VARIABLES_CHARS:
+        raise InvalidMessageError("content_variables", f"{size} chars of JSON > {MAX_CONTENT_VARIABLES_CHARS}")
+    return tuple(sorted(pairs))
 
 
 def _validate_call(doc: Mapping[str, Any], ident: str, to: str, from_: str | None,
@@ -272,36 +339,56 @@ def _validate_call(doc: Mapping[str, Any], ident: str, to: str, from_: str | Non
     language = _optional_string(doc, "language")
     if language is not None and not matches(LANGUAGE, language):
         raise InvalidMessageError("language", "must be a language tag such as en-US")
-    if (voice or language) and say is None:
-        raise InvalidMessageError("voice" if voice else "language", "only applies with say")
+    if (voice or language) and say is None and doc.get("voicemail") is None:
+        raise InvalidMessageError("voice" if voice else "language", "only applies with say or voicemail")
     timeout = doc.get("timeout")
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, int):
             raise InvalidMessageError("timeout", "must be an integer number of seconds")
         if not MIN_TIMEOUT <= timeout <= MAX_TIMEOUT:
             raise InvalidMessageError("timeout", f"{timeout} s is outside {MIN_TIMEOUT}-{MAX_TIMEOUT} s")
-    detection = doc.get("machine_detection", False)
+    detection = doc.get("machine_detection")
+    if detection is None:
+        detection = False
     if not isinstance(detection, bool):
         raise InvalidMessageError("machine_detection", "must be true or false")
+    voicemail = _optional_string(doc, "voicemail")
+    if voicemail is not None:
+        if not voicemail.strip() or len(voicemail) > MAX_TWIML_CHARS:
+            raise InvalidMessageError("voicemail", f"must be 1-{MAX_TWIML_CHARS} chars of text")
+        _xml_text("voicemail", voicemail)
+        if not detection:
+            raise InvalidMessageError("voicemail", "only applies with machine_detection: true")
     message = CallMessage(id=ident, to=to, from_=from_, send_at=send_at, say=say, twiml=twiml, url=url,
-                          voice=voice, language=language, timeout=timeout, machine_detection=detection)
+                          voice=voice, language=language, timeout=timeout, machine_detection=detection,
+                          voicemail=voicemail)
     if say is not None:
         built = say_twiml(message)
         if len(built) > MAX_TWIML_CHARS:
             raise InvalidMessageError("say", f"TwiML built from it is over {MAX_TWIML_CHARS} chars")
         check_twiml("say", built)  # every TwiML we send must parse
+    if voicemail is not None:
+        built = voicemail_twiml(message)
+        if len(built) > MAX_TWIML_CHARS:
+            raise InvalidMessageError("voicemail", f"TwiML built from it is over {MAX_TWIML_CHARS} chars")
+        check_twiml("voicemail", built)
     return message
 
 
 # Not content: the id is the key the hash is stored under, and send_at only says when.
 _NOT_CONTENT = frozenset({"id", "send_at"})
+# Fields added after hashes were first stored: hashed only when set, so a message that does not use them keeps
+# the hash its ledger row already holds (no false id_conflict for messages in flight across an upgrade).
+_HASHED_WHEN_SET = frozenset({"content_sid", "content_variables", "voicemail"})
 
 
 def content_hash(message: OutboundMessage) -> str:
-    """sha256 over a canonical JSON of what the message sends (kind, to, from, body, media, say/twiml/url, voice,
-    language, timeout, machine_detection, messaging service). Two deliveries of one id must have the same hash;
-    ``from`` is the message's own (None = the app's default), so changing a setting is not a conflict."""
-    content = {f.name: getattr(message, f.name) for f in dataclasses.fields(message) if f.name not in _NOT_CONTENT}
+    """sha256 over a canonical JSON of what the message sends (kind, to, from, body, media, content template and
+    its variables, say/twiml/url, voice, language, timeout, machine_detection, voicemail, messaging service). Two
+    deliveries of one id must have the same hash; ``from`` is the message's own (None = the app's default), so
+    changing a setting is not a conflict."""
+    content = {f.name: getattr(message, f.name) for f in dataclasses.fields(message)
+               if f.name not in _NOT_CONTENT and not (f.name in _HASHED_WHEN_SET and not getattr(message, f.name))}
     canonical = json.dumps(content, sort_keys=True, ensure_ascii=True, separators=(",", ":"), default=list)
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
@@ -313,6 +400,17 @@ def say_twiml(message: CallMessage) -> str:
     response = VoiceResponse()
     attrs = {k: v for k, v in (("voice", message.voice), ("language", message.language)) if v}
     response.say(message.say, **attrs)
+    return str(response.to_xml(xml_declaration=False))
+
+
+def voicemail_twiml(message: CallMessage) -> str:
+    """What a machine hears after its beep: the voicemail text (in the call's voice/language), then hang up."""
+    from twilio.twiml.voice_response import VoiceResponse
+
+    response = VoiceResponse()
+    attrs = {k: v for k, v in (("voice", message.voice), ("language", message.language)) if v}
+    response.say(message.voicemail, **attrs)
+    response.hangup()
     return str(response.to_xml(xml_declaration=False))
 
 
@@ -354,16 +452,24 @@ def _optional_string(doc: Mapping[str, Any], name: str) -> str | None:
     return None if value is None else _string(doc, name, value)
 
 
-def _e164(doc: Mapping[str, Any], name: str, *, required: bool) -> str | None:
+def _address(doc: Mapping[str, Any], name: str, *, required: bool, whatsapp_ok: bool) -> str | None:
+    """An E.164 number, or (SMS only) a ``whatsapp:+E164`` address; full match, case as Twilio writes it."""
     value = doc.get(name)
     if value is None:
         if required:
             raise InvalidMessageError(name, "required")
         return None
     value = _string(doc, name, value)
-    if not matches(E164, value):
-        raise InvalidMessageError(name, "not an E.164 number")
-    return value
+    if matches(E164, value):
+        return value
+    if value[:len(WHATSAPP_PREFIX)].lower() == WHATSAPP_PREFIX:
+        if not whatsapp_ok:
+            raise InvalidMessageError(name, "calls cannot be placed to or from a whatsapp: address")
+        if matches(WHATSAPP_ADDRESS, value):
+            return value
+        raise InvalidMessageError(name, "not a whatsapp:+E.164 address")
+    rule = "not an E.164 number or whatsapp:+E.164 address" if whatsapp_ok else "not an E.164 number"
+    raise InvalidMessageError(name, rule)
 
 
 def _https_url(name: str, value: Any) -> str:

@@ -8,6 +8,8 @@ and look for it. Sending again blindly risks a double send; never sending risks 
 The rules, strictest first (a wrong "found" loses a message, a wrong "absent" sends it twice):
 - A candidate must match recipient, sender (number, or messaging service), content (SMS: body and media count;
   calls: outbound-api) and be created no earlier than the claim of the attempt in doubt (minus clock skew).
+  A Content template send (``content_sid``) is matched on recipient, sender and time only: Twilio's list shows
+  the body rendered from the template, which we never see, so there is no content to compare.
 - A SID the ledger already holds for another id is never a candidate.
 - Exactly one candidate: found. More than one: not sure (:attr:`Verdict.outcome` ``unsure``).
 - None, from a complete read, once the attempt is older than the settle window (Twilio's lists lag a little):
@@ -89,6 +91,8 @@ def _matches(message: OutboundMessage, from_: str | None, service: str | None,
     if isinstance(message, SmsMessage):
         if not from_ and service and item.messaging_service_sid != service:
             return False
+        if message.content_sid:
+            return True  # rendered by Twilio from the template: nothing of ours to compare
         if item.num_media != len(message.media_urls):
             return False
         body = message.body or ""

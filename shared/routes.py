@@ -88,7 +88,11 @@ def voice_menu(params: Params) -> Reply:
 
     settings = get_settings()
     digits = params.first("Digits").strip()
-    return Reply(body=twiml.menu_choice(digits, params.first("ApiVersion"), settings.forward_to_number))
+    speech = params.first("SpeechResult").strip()
+    if not digits and speech:
+        digits = twiml.digit_for_speech(speech)  # words are handled like the digit they name
+    return Reply(body=twiml.menu_choice(digits, params.first("ApiVersion"), settings.forward_to_number,
+                                        settings.public_base_url))
 
 
 @twilio_webhook
@@ -167,3 +171,24 @@ def status_message(req: WebhookRequest) -> Reply:
 def status_call(req: WebhookRequest) -> Reply:
     """Twilio's status callback for a call we placed (``?id=`` names the ledger row) → 204."""
     return _status_callback("call", req)
+
+
+def status_amd(req: WebhookRequest) -> Reply:
+    """Twilio's asynchronous AMD callback for a call we placed (``?id=``): ``AnsweredBy`` onto the ledger row,
+    and the voicemail dropped when a machine's greeting has ended → 204."""
+    from . import status_callbacks
+
+    def apply(params: Params) -> Reply:
+        status_callbacks.handle_amd(req.query_params, params)
+        return Reply(status=204, body="", content_type="text/plain; charset=utf-8")
+
+    return answer_webhook(req, apply)
+
+
+@twilio_webhook
+def status_recording(params: Params) -> Reply:
+    """A voicemail's recording status callback → an inbound-queue event (the recording is ready, or absent); 204."""
+    from . import inbound
+
+    return Reply(status=204, body="", content_type="text/plain; charset=utf-8",
+                 event=inbound.handle_recording_status(params))

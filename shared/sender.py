@@ -151,12 +151,16 @@ def _process(d: _Delivery) -> Outcome:
 
 
 def _sender(message: OutboundMessage, settings: Settings) -> tuple[str | None, str | None]:
-    """(from number, messaging service SID): the message's own, else TWILIO_FROM_NUMBER, else the service."""
+    """(from number, messaging service SID): the message's own, else TWILIO_FROM_NUMBER, else the service.
+    A WhatsApp message sent from TWILIO_FROM_NUMBER goes out from ``whatsapp:`` + that number."""
     if message.from_:
         return message.from_, None
     if isinstance(message, SmsMessage) and message.messaging_service_sid:
         return None, message.messaging_service_sid
     if settings.from_number:
+        if isinstance(message, SmsMessage) and message.is_whatsapp and \
+                not settings.from_number.startswith(outbound.WHATSAPP_PREFIX):
+            return outbound.WHATSAPP_PREFIX + settings.from_number, None
         return settings.from_number, None
     if isinstance(message, SmsMessage) and settings.messaging_service_sid:
         return None, settings.messaging_service_sid
@@ -189,7 +193,8 @@ def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str 
         return _dead_letter(d, message.id, "opted_out", "recipient opted out (STOP)", to=message.to)
     twilio_api.get_client()  # credentials must be readable before we claim (else: retry, nothing claimed)
 
-    claimed, row = ledger.try_claim(d.kind, message.id, to=mask_number(message.to), content_hash=digest)
+    claimed, row = ledger.try_claim(d.kind, message.id, to=mask_number(message.to), content_hash=digest,
+                                    **_row_content(message))
     if not claimed:
         decision = _existing_claim(d, message, sender, row, digest)
         if isinstance(decision, Outcome):
@@ -237,7 +242,7 @@ def _existing_claim(d: _Delivery, message: OutboundMessage, sender: tuple[str | 
         # re-submitted message with the same id may be sent; the row now records the new content.
         try:
             return ledger.update(row, status="claimed", attempts=row.attempts + 1, claimed_at=_now(),
-                                 resendable=False, content_hash=digest)
+                                 resendable=False, content_hash=digest, **_row_content(message, clear=True))
         except ledger.LedgerConflictError:
             raise RetryLaterError("another delivery of this id took the claim") from None
     if row.status in ("failed", "rejected"):
@@ -322,6 +327,15 @@ def _come_back_later(d: _Delivery, message: OutboundMessage, row: ledger.Row, re
                                              visibility_timeout=hop, time_to_live=-1)
     _log(d.kind, message.id, message.to, "deferred", f"in doubt, reconciling in {hop} s: {reason}")
     return Outcome(d.kind, message.id, "deferred", reason=f"in doubt; requeued for {hop} s")
+
+
+def _row_content(message: OutboundMessage, *, clear: bool = False) -> dict[str, Any]:
+    """What a later webhook needs from the message and can only find on its ledger row: the voicemail TwiML the
+    AMD callback plays when a machine answers (``shared.status_callbacks``). ``clear`` blanks it for a row
+    taken over by a message without one."""
+    if isinstance(message, CallMessage) and message.voicemail:
+        return {"voicemail_twiml": outbound.voicemail_twiml(message)}
+    return {"voicemail_twiml": ""} if clear and isinstance(message, CallMessage) else {}
 
 
 def _lease_active(row: ledger.Row) -> bool:

@@ -152,16 +152,29 @@ def reset_client() -> None:
 
 def status_callback_url(kind: str, ident: str) -> str:
     """``PUBLIC_BASE_URL/api/status/message?id=…`` (or ``/call``), the id URL-encoded."""
+    return _callback_url("message" if kind == "sms" else "call", ident)
+
+
+def amd_callback_url(ident: str) -> str:
+    """``PUBLIC_BASE_URL/api/status/amd?id=…``: where Twilio's asynchronous AMD result for a call goes."""
+    return _callback_url("amd", ident)
+
+
+def _callback_url(path: str, ident: str) -> str:
     from urllib.parse import quote
 
     base = get_settings().require("PUBLIC_BASE_URL")
-    path = "message" if kind == "sms" else "call"
     return f"{base}/api/status/{path}?id={quote(ident, safe='')}"
 
 
 def send_sms(message: SmsMessage, *, from_: str | None, messaging_service_sid: str | None) -> SendResult:
     """Create the Message; exactly one of ``from_`` / ``messaging_service_sid`` names the sender."""
     kwargs: dict[str, Any] = {"to": message.to, "status_callback": status_callback_url("sms", message.id)}
+    if message.content_sid:  # a template replaces body and media (the schema refuses both together)
+        kwargs["content_sid"] = message.content_sid
+        variables = message.content_variables_json()
+        if variables is not None:
+            kwargs["content_variables"] = variables
     if message.body:
         kwargs["body"] = message.body
     if message.media_urls:
@@ -191,9 +204,22 @@ def place_call(message: CallMessage, *, from_: str) -> SendResult:
     if message.timeout is not None:
         kwargs["timeout"] = message.timeout
     if message.machine_detection:
-        kwargs["machine_detection"] = "Enable"
+        # Asynchronous AMD: the call's TwiML plays at once (a person hears no detection delay); the result goes
+        # to our signed AMD callback. With a voicemail, detection waits for the greeting's end (the beep), so the
+        # callback can replace the call's TwiML with the voicemail exactly then.
+        kwargs["machine_detection"] = "DetectMessageEnd" if message.voicemail else "Enable"
+        kwargs["async_amd"] = "true"
+        kwargs["async_amd_status_callback"] = amd_callback_url(message.id)
+        kwargs["async_amd_status_callback_method"] = "POST"
     created = _with_auth_retry(lambda client: client.calls.create(**kwargs))
     return SendResult(sid=created.sid or "", status=str(created.status or ""))
+
+
+def drop_voicemail(call_sid: str, twiml: str) -> SendResult:
+    """Replace a live call's TwiML with the voicemail TwiML (:func:`shared.outbound.voicemail_twiml`), which the
+    machine records after its beep."""
+    updated = _with_auth_retry(lambda client: client.calls(call_sid).update(twiml=twiml))
+    return SendResult(sid=updated.sid or call_sid, status=str(updated.status or ""))
 
 
 def _with_auth_retry(create: Callable[[Any], Any]) -> Any:

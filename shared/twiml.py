@@ -20,9 +20,20 @@ from . import APP_NAME
 
 MENU_PATH = "/api/voice/menu"
 RECORDED_PATH = "/api/voice/recorded"
+RECORDING_STATUS_PATH = "/api/status/recording"
 MENU_PROMPT = (
-    "Press 1 to hear about this line, 2 to leave a message, 0 to speak to someone. "
+    "Press 1 to hear about this line, 2 to leave a message, 0 to speak to someone. You can also say the number. "
 )
+# What a caller may say for each menu digit (besides the digit itself); also the Gather's speech hints.
+SPEECH_CHOICES: dict[str, tuple[str, ...]] = {
+    "1": ("1", "one", "about", "information", "info"),
+    "2": ("2", "two", "message", "voicemail", "voice mail"),
+    "0": ("0", "zero", "operator", "agent", "someone", "person", "representative"),
+}
+SPEECH_HINTS = ", ".join(dict.fromkeys(w for words in SPEECH_CHOICES.values() for w in words if not w.isdigit()))
+NOT_AN_OPTION = "?"  # what unrecognised speech becomes: "not an option", unlike silence (goodbye)
+MAX_SPEECH_CHARS = 500
+_WORD = re.compile(r"[a-z0-9]+")
 GOODBYE = "Thank you for calling. Goodbye."
 MAX_ECHO_CHARS = 64  # a caller-supplied ApiVersion is spoken back, but not at any length
 MAX_RECORDING_SECONDS = 120
@@ -54,9 +65,21 @@ def render(document: TwiML) -> str:
     return str(document)
 
 
+def digit_for_speech(speech: str) -> str:
+    """The menu digit a caller's words name ("two", "leave a message" → "2"); :data:`NOT_AN_OPTION` when they
+    name none, or more than one ("one or two"), so an unclear answer repeats the menu instead of guessing."""
+    words = _WORD.findall(speech[:MAX_SPEECH_CHARS].lower())
+    text = " " + " ".join(words) + " "
+    named = {digit for digit, phrases in SPEECH_CHOICES.items() if any(f" {p} " in text for p in phrases)}
+    return named.pop() if len(named) == 1 else NOT_AN_OPTION
+
+
 def _menu(response: VoiceResponse, prompt: str = MENU_PROMPT) -> VoiceResponse:
     # actionOnEmptyResult: a caller who presses nothing still reaches the menu, which says goodbye.
-    gather = response.gather(num_digits=1, action=MENU_PATH, method="POST", timeout=6, action_on_empty_result=True)
+    # input "dtmf speech": a key press or words; the hints tell the recogniser which words the menu expects.
+    gather = response.gather(input="dtmf speech", num_digits=1, action=MENU_PATH, method="POST", timeout=6,
+                             action_on_empty_result=True, hints=SPEECH_HINTS, speech_timeout="auto",
+                             language="en-US")
     gather.say(prompt)
     return response
 
@@ -69,8 +92,9 @@ def incoming_call(greeting: str) -> str:
     return render(_menu(response))
 
 
-def menu_choice(digits: str, api_version: str, forward_to: str = "") -> str:
-    """The menu's answer to ``Digits`` (see DESIGN: 1 about, 2 voicemail, 0 forward, none goodbye)."""
+def menu_choice(digits: str, api_version: str, forward_to: str = "", public_base_url: str = "") -> str:
+    """The menu's answer to ``Digits`` (see DESIGN: 1 about, 2 voicemail, 0 forward, none goodbye). The voicemail's
+    recording status (completed, absent) is reported to ``public_base_url`` + /api/status/recording."""
     response = VoiceResponse()
     if digits == "1":
         version = api_version or "unknown"
@@ -80,8 +104,13 @@ def menu_choice(digits: str, api_version: str, forward_to: str = "") -> str:
         response.hangup()
     elif digits == "2":
         response.say("Please leave a message after the beep. Press the pound key when you are done.")
+        status_callback = {}
+        if public_base_url:
+            status_callback = {"recording_status_callback": public_base_url + RECORDING_STATUS_PATH,
+                               "recording_status_callback_method": "POST",
+                               "recording_status_callback_event": "completed absent"}
         response.record(action=RECORDED_PATH, method="POST", max_length=MAX_RECORDING_SECONDS,
-                        finish_on_key="#", play_beep=True)
+                        finish_on_key="#", play_beep=True, **status_callback)
         response.say("No message was recorded. " + GOODBYE)
         response.hangup()
     elif digits == "0" and forward_to:
