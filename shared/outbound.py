@@ -468,8 +468,7 @@ def _address(doc: Mapping[str, Any], name: str, *, required: bool, whatsapp_ok: 
         if matches(WHATSAPP_ADDRESS, value):
             return value
         raise InvalidMessageError(name, "not a whatsapp:+E.164 address")
-    rule = "not an E.164 number or whatsapp:+E.164 address" if whatsapp_ok else "not an E.164 number"
-    raise InvalidMessageError(name, rule)
+    raise InvalidMessageError(name, "not an E.164 number")
 
 
 def _https_url(name: str, value: Any) -> str:

@@ -219,6 +219,53 @@ CASES: list[tuple[str, str, Any, Any]] = [
     ("send_at naive", "sms", sms(send_at="2020-01-01T00:00:00"), (INVALID, "send_at: must be UTC")),
     ("send_at garbage", "sms", sms(send_at="tomorrow"), (INVALID, "send_at: not an ISO-8601 time")),
     ("send_at in the past is sent now", "sms", sms(send_at="2020-01-01T00:00:00Z"), "sent"),
+    # ---- WhatsApp addresses and Content templates
+    ("whatsapp to and from", "sms", sms(to="whatsapp:" + TO, **{"from": "whatsapp:" + FROM}), "sent"),
+    ("whatsapp to, default from", "sms", sms(to="whatsapp:" + TO), "sent"),
+    ("whatsapp to with trailing newline", "sms", sms(to="whatsapp:" + TO + "\n"),
+     (INVALID, "to: not a whatsapp:+E.164 address")),
+    ("whatsapp to with space after colon", "sms", sms(to="whatsapp: " + TO), (INVALID, "to: not a whatsapp:")),
+    ("whatsapp to twice prefixed", "sms", sms(to="whatsapp:whatsapp:" + TO), (INVALID, "to: not a whatsapp:")),
+    ("whatsapp to, phone from", "sms", sms(to="whatsapp:" + TO, **{"from": FROM}),
+     (INVALID, "from: to and from must both be whatsapp: addresses or both phone numbers")),
+    ("other channel prefix", "sms", sms(to="messenger:" + TO), (INVALID, "to: not an E.164 number")),
+    ("template with variables", "sms", {"to": "whatsapp:" + TO, "content_sid": "HX" + "0a" * 16,
+                                        "content_variables": {"1": "Ann", "date": "12/1"}}, "sent"),
+    ("template without variables", "sms", {"to": TO, "content_sid": "HX" + "0a" * 16}, "sent"),
+    ("template variables null", "sms", {"to": TO, "content_sid": "HX" + "0a" * 16, "content_variables": None},
+     "sent"),
+    ("template with body", "sms", sms(content_sid="HX" + "0a" * 16),
+     (INVALID, "body: a template (content_sid) replaces body and media_urls")),
+    ("template sid lowercase hx", "sms", {"to": TO, "content_sid": "hx" + "0a" * 16},
+     (INVALID, "content_sid: must be HX followed by 32 hex digits")),
+    ("template sid not a string", "sms", {"to": TO, "content_sid": 12}, (INVALID, "content_sid: must be a string")),
+    ("template variables a string of JSON", "sms", {"to": TO, "content_sid": "HX" + "0a" * 16,
+                                                    "content_variables": '{"1": "a"}'},
+     (INVALID, "content_variables: must be a JSON object of strings, not str")),
+    ("template variable null", "sms", {"to": TO, "content_sid": "HX" + "0a" * 16, "content_variables": {"1": None}},
+     (INVALID, "content_variables.1: must be a string, not null")),
+    ("template 101 variables", "sms", {"to": TO, "content_sid": "HX" + "0a" * 16,
+                                       "content_variables": {f"v{i}": "x" for i in range(101)}},
+     (INVALID, "content_variables: 101 variables > 100")),
+    ("template variable name with newline", "sms", {"to": TO, "content_sid": "HX" + "0a" * 16,
+                                                    "content_variables": {"1\n": "x"}},
+     (INVALID, "content_variables: variable name '1\\n' must be")),
+    ("template variable of 1601 units", "sms", {"to": TO, "content_sid": "HX" + "0a" * 16,
+                                                "content_variables": {"1": "a" * 1601}},
+     (INVALID, "content_variables.1: 1601 UTF-16 units > 1600")),
+    ("variables without a template", "sms", sms(content_variables={"1": "a"}),
+     (INVALID, "content_variables: only applies with content_sid")),
+    ("call to whatsapp", "call", call(to="whatsapp:" + TO),
+     (INVALID, "to: calls cannot be placed to or from a whatsapp: address")),
+    ("call with AMD and voicemail", "call", call(machine_detection=True, voicemail="Please call us back."), "sent"),
+    ("call machine_detection null", "call", call(machine_detection=None), "sent"),
+    ("voicemail without AMD", "call", call(voicemail="x"),
+     (INVALID, "voicemail: only applies with machine_detection: true")),
+    ("voicemail with markup is text", "call", call(machine_detection=True, voicemail="</Say><Dial>+1900</Dial>"),
+     "sent"),
+    ("voicemail with U+FFFE", "call", call(machine_detection=True, voicemail="a\ufffe"),
+     (INVALID, "voicemail: contains U+FFFE")),
+    ("voicemail a number", "call", call(machine_detection=True, voicemail=5), (INVALID, "voicemail: must be a string")),
 ]
 
 
@@ -302,7 +349,10 @@ def test_same_id_other_recipient_is_dead_lettered_as_id_conflict_and_the_origina
 
 
 @pytest.mark.parametrize("change", [{"body": "other"}, {"media_urls": ["https://ex.com/x.png"]},
-                                    {"from": FROM}, {"messaging_service_sid": "MG" + "b" * 32}])
+                                    {"from": FROM}, {"messaging_service_sid": "MG" + "b" * 32},
+                                    {"to": "whatsapp:" + TO},
+                                    {"body": None, "content_sid": "HX" + "c" * 32},
+                                    {"body": None, "content_sid": "HX" + "c" * 32, "content_variables": {"1": "a"}}])
 def test_same_id_other_sms_content_is_an_id_conflict(outbound_env: Any, change: dict[str, Any]) -> None:
     reuse_2 = uid("reuse")
     sender.process_sms(_raw(sms(id=reuse_2)), "q1", 1)
@@ -311,7 +361,8 @@ def test_same_id_other_sms_content_is_an_id_conflict(outbound_env: Any, change: 
 
 
 @pytest.mark.parametrize("change", [{"say": "other"}, {"voice": "man"}, {"language": "en-GB"}, {"timeout": 30},
-                                    {"machine_detection": True}])
+                                    {"machine_detection": True},
+                                    {"machine_detection": True, "voicemail": "call us back"}])
 def test_same_id_other_call_content_is_an_id_conflict(outbound_env: Any, change: dict[str, Any]) -> None:
     reuse_3 = uid("reuse")
     sender.process_call(_raw(call(id=reuse_3)), "q1", 1)

@@ -13,6 +13,10 @@
   ``<``/``>`` forms), newest first, paged with ``PageSize`` / ``Page`` / ``PageToken`` and ``next_page_uri``.
   ``list_lag`` hides a new resource from lists for that many seconds (Twilio's lists are eventually consistent);
   ``fail_lists_next`` makes the next list reads answer 500, 429 or hang (``slow``).
+- Checks the channel parameters as the spec describes them (:data:`PARAMETER_RULES`: ``ContentSid``,
+  ``ContentVariables``, ``MachineDetection``, ``AsyncAmd``…) and answers 400 to a value outside them, updates a
+  live call's TwiML (``POST Calls/{CallSid}.json``, 21220 once the call has ended: :meth:`TwilioFake.end_call`)
+  and posts signed asynchronous AMD callbacks (:meth:`TwilioFake.post_amd_callback`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 import socket
 import struct
 import threading
@@ -46,6 +51,26 @@ _ERRORS = {
     "21610": (400, 21610, "Attempt to send to unsubscribed recipient"),
     "401": (401, 20003, "Authenticate"),
 }
+
+
+# Values the spec allows for the channel parameters (twilio_api_v2010.json: a pattern, an enum, or "Can be: `a` or
+# `b`" in the description; tests/integration/test_twilio_contract.py checks these against the spec itself).
+PARAMETER_RULES: dict[str, Callable[[str], bool]] = {
+    "ContentSid": lambda v: re.fullmatch(r"HX[0-9a-fA-F]{32}", v) is not None,
+    "ContentVariables": lambda v: _json_object_of_strings(v),
+    "MachineDetection": lambda v: v in ("Enable", "DetectMessageEnd"),
+    "AsyncAmd": lambda v: v in ("true", "false"),
+    "AsyncAmdStatusCallback": lambda v: urlsplit(v).scheme in ("http", "https") and bool(urlsplit(v).netloc),
+    "AsyncAmdStatusCallbackMethod": lambda v: v in ("GET", "POST"),
+}
+
+
+def _json_object_of_strings(text: str) -> bool:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
 
 @dataclass
@@ -213,6 +238,12 @@ class TwilioFake:
             return None
         if fault in _ERRORS:
             return self._error(h, record, fault)
+        invalid = [name for name, ok in PARAMETER_RULES.items() if name in form and not ok(form[name][0])]
+        if invalid or ("ContentVariables" in form and "ContentSid" not in form):
+            record.answered = 400
+            return self._json(h, 400, {"code": 21656 if invalid[:1] == ["ContentVariables"] else 20001,
+                                       "message": f"Invalid parameter: {(invalid or ['ContentVariables'])[0]}",
+                                       "more_info": "https://www.twilio.com/docs/errors/20001", "status": 400})
         body = self._message(record) if kind == "sms" else self._call(record)
         record.sid, record.answered = body["sid"], 201
         with self._lock:
@@ -398,6 +429,9 @@ class TwilioFake:
             if body is None or (rest[0] == "Calls") != body["sid"].startswith("CA"):
                 return self._not_found(h)
             return self._json(h, 200, body)
+        if method == "POST" and len(rest) == 2 and rest[0] == "Calls" and rest[1].endswith(".json"):
+            return self._update_call(h, rest[1][:-5], parse_qs(raw.decode("utf-8"), keep_blank_values=True),
+                                     username)
         if rest == ["IncomingPhoneNumbers.json"] and method == "GET":
             number = query.get("PhoneNumber", [""])[0]
             with self._lock:
@@ -419,6 +453,50 @@ class TwilioFake:
                 return self._not_found(h)
             return self._json(h, 200, body)
         return self._not_found(h)
+
+    # ------------------------------------------------------------ live calls: update, end, AMD callbacks
+
+    def end_call(self, sid: str) -> None:
+        """The called party hung up: the call is ``completed`` and can no longer be redirected."""
+        with self._lock:
+            self.resources[sid]["status"] = "completed"
+
+    def call_updates(self, sid: str | None = None) -> list[Recorded]:
+        """``POST Calls/{sid}.json`` requests (new TwiML for a live call), in order."""
+        with self._lock:
+            return [r for r in self.requests if r.kind == "call_update" and (sid is None or r.sid == sid)]
+
+    def _update_call(self, h: BaseHTTPRequestHandler, sid: str, form: dict[str, list[str]], username: str) -> None:
+        with self._lock:
+            body = self.resources.get(sid)
+            record = Recorded("call_update", self.account_sid, form, username, sid=sid)
+            self.requests.append(record)
+        if body is None or not sid.startswith("CA"):
+            return self._not_found(h)
+        if body["status"] in ("completed", "busy", "failed", "no-answer", "canceled"):
+            record.answered = 400
+            return self._json(h, 400, {"code": 21220, "message": "Call is not in-progress. Cannot redirect.",
+                                       "more_info": "https://www.twilio.com/docs/errors/21220", "status": 400})
+        with self._lock:
+            body["status"] = "in-progress"
+            body["date_updated"] = formatdate(usegmt=True).replace("GMT", "+0000")
+            answer = dict(body)
+        record.answered = 200
+        self._json(h, 200, answer)
+
+    def post_amd_callback(self, record: Recorded, answered_by: str, *, token: str, deliver_to: str | None = None,
+                          call_sid: str | None = None) -> requests.Response:
+        """POST Twilio's asynchronous AMD result for the call ``record`` created to its AsyncAmdStatusCallback,
+        signed with ``token`` (``deliver_to`` as in :meth:`post_status_callback`)."""
+        url = record.first("AsyncAmdStatusCallback")
+        params = {"AccountSid": self.account_sid, "CallSid": call_sid or record.sid, "AnsweredBy": answered_by,
+                  "MachineDetectionDuration": "2500"}
+        signature = RequestValidator(token).compute_signature(url, params)
+        target = url
+        if deliver_to:
+            parts = urlsplit(url)
+            target = deliver_to.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+        return requests.post(target, data=params, headers={"X-Twilio-Signature": signature}, timeout=10)
 
     def _page(self, path: str, key: str, items: list[dict[str, Any]], query: dict[str, list[str]]) -> dict[str, Any]:
         size = max(1, min(1000, int(query.get("PageSize", ["50"])[0] or 50)))
