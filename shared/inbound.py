@@ -138,7 +138,7 @@ RECORDING_STATUSES = frozenset({"in-progress", "completed", "absent", "failed"})
 def handle_recording_status(params: Params) -> str:
     """A voicemail's recording status callback (completed: the audio can be fetched; absent: nothing was said)
     as an inbound event, so consumers know when ``recording_url`` is ready. Returns the event."""
-    status = params.require("RecordingStatus").strip().lower()
+    status = params.require("RecordingStatus")  # exactly as Twilio writes it
     if status not in RECORDING_STATUSES:
         raise MalformedRequestError(f"RecordingStatus must be one of {', '.join(sorted(RECORDING_STATUSES))}")
     event = {

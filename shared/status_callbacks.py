@@ -73,7 +73,7 @@ def handle_amd(query: Params, params: Params, *, max_tries: int = 8) -> ledger.R
     voicemail, replace the call's TwiML with it (once: the etag-guarded ``voicemail_status`` claim makes a
     repeated callback a no-op)."""
     ident = _callback_id(query)
-    answered_by = params.first("AnsweredBy").strip().lower()
+    answered_by = params.first("AnsweredBy")  # exactly as Twilio writes it
     if answered_by not in ANSWERED_BY:
         raise MalformedRequestError(f"AnsweredBy must be one of {', '.join(sorted(ANSWERED_BY))}")
     call_sid = params.first("CallSid")

@@ -25,7 +25,10 @@ ROUTES = {"voice": ("/api/voice", CALL), "voice_menu": ("/api/voice/menu", {**CA
           "voice_recorded": ("/api/voice/recorded", {**CALL, "RecordingUrl": "https://api.twilio.com/r/RE1"}),
           "twiml_say": ("/api/twiml/say", {"Message": "hi"}), "sms": ("/api/sms", SMS),
           "status_message": ("/api/status/message", {"MessageStatus": "delivered"}),
-          "status_call": ("/api/status/call", {"CallStatus": "completed"})}
+          "status_call": ("/api/status/call", {"CallStatus": "completed"}),
+          "status_amd": ("/api/status/amd", {"CallSid": CALL["CallSid"], "AnsweredBy": "machine_end_beep"}),
+          "status_recording": ("/api/status/recording", {"CallSid": CALL["CallSid"], "RecordingStatus": "completed",
+                                                         "RecordingSid": "RE" + "e" * 32})}
 
 
 def post(path: str, params: dict, headers: dict, query: str = "", body: bytes | None = None):
@@ -74,7 +77,7 @@ def _forgeries(path: str, params: dict) -> dict[str, dict]:
 FORGERY_NAMES = list(_forgeries("/api/sms", SMS))
 
 
-@pytest.mark.parametrize("route", ["sms", "twiml_say", "status_message"])
+@pytest.mark.parametrize("route", ["sms", "twiml_say", "status_message", "status_amd", "status_recording"])
 @pytest.mark.parametrize("forgery", FORGERY_NAMES)
 def test_forged_or_odd_signature_is_403_without_twiml(call_function, route, forgery):
     path, params = ROUTES[route]
@@ -280,8 +283,51 @@ def test_signed_query_strings_are_part_of_the_url_and_never_break_the_answer(cal
 
 @pytest.mark.parametrize("ident", ["abc%0A", "abc%0D%0A", "%0Aabc", "a%00b", "a%2Fb", "a b", "x" * 129, "",
                                    "a%E2%80%AEb"])
-@pytest.mark.parametrize("route", ["status_message", "status_call"])
+@pytest.mark.parametrize("route", ["status_message", "status_call", "status_amd"])
 def test_status_callback_with_an_id_that_is_not_a_full_match_is_400(call_function, route, ident):
     path, params = ROUTES[route]
     response, _ = call_function(route, signed_form_request(path, params, query=f"id={ident}"))
     assert response.status_code == 400, response.get_body()
+
+
+# ---------------------------------------------------------------- channels: WhatsApp, speech, AMD, recording status
+
+
+@pytest.mark.parametrize("hostile", list(HOSTILE))
+def test_hostile_speech_in_the_menu_repeats_the_menu_in_parseable_twiml(call_function, hostile):
+    params = {**CALL, "SpeechResult": HOSTILE[hostile], "Confidence": "0.9"}
+    response, _ = call_function("voice_menu", signed_form_request("/api/voice/menu", params))
+    root = assert_refused_or_valid_twiml(response)
+    assert root is not None and [child.tag for child in root] == ["Say", "Gather"]
+
+
+@pytest.mark.parametrize("hostile", ["nul", "bidi override", "close say, open dial", "u+fffe", "entity"])
+@pytest.mark.parametrize("field", ["Body", "ProfileName", "WaId"])
+def test_hostile_whatsapp_fields_give_4xx_or_parseable_twiml(call_function, field, hostile):
+    params = {**SMS, "From": "whatsapp:+14155552345", "To": "whatsapp:+15005550006", field: HOSTILE[hostile]}
+    response, inbound = call_function("sms", signed_form_request("/api/sms", params))
+    assert_refused_or_valid_twiml(response)
+    if response.status_code == 200:
+        assert json.loads(inbound.get())["channel"] == "whatsapp"
+
+
+@pytest.mark.parametrize("answered_by", ["", "HUMAN ", "machine", "machine_end_beep\n", "robot", "x" * 5000,
+                                         "machine_end_beep\x00"])
+def test_amd_callback_with_an_unknown_answered_by_is_400(call_function, answered_by):
+    params = {"CallSid": CALL["CallSid"], "AnsweredBy": answered_by}
+    response, _ = call_function("status_amd", signed_form_request("/api/status/amd", params, query="id=a1"))
+    assert response.status_code == 400, response.get_body()
+
+
+@pytest.mark.parametrize("call_sid", ["", "CA123", "SM" + "c" * 32, "CA" + "c" * 32 + "\n", "CA" + "g" * 32])
+def test_amd_callback_with_a_call_sid_that_is_not_one_is_400(call_function, call_sid):
+    params = {"CallSid": call_sid, "AnsweredBy": "human"}
+    response, _ = call_function("status_amd", signed_form_request("/api/status/amd", params, query="id=a1"))
+    assert response.status_code == 400, response.get_body()
+
+
+@pytest.mark.parametrize("status", ["", "done", "completed\n", "x" * 3000])
+def test_recording_status_outside_twilios_values_is_400_and_queues_nothing(call_function, status):
+    params = {"CallSid": CALL["CallSid"], "RecordingStatus": status}
+    response, inbound = call_function("status_recording", signed_form_request("/api/status/recording", params))
+    assert response.status_code == 400 and inbound.get() is None

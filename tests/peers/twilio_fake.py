@@ -473,6 +473,9 @@ class TwilioFake:
             self.requests.append(record)
         if body is None or not sid.startswith("CA"):
             return self._not_found(h)
+        fault = self._pick_fault()  # fail_next applies to updates too (error answers only)
+        if fault in _ERRORS:
+            return self._error(h, record, fault)
         if body["status"] in ("completed", "busy", "failed", "no-answer", "canceled"):
             record.answered = 400
             return self._json(h, 400, {"code": 21220, "message": "Call is not in-progress. Cannot redirect.",
