@@ -123,3 +123,76 @@ def test_prism_rejects_the_sdks_repeated_form_keys_as_not_an_array(prism_sdk: st
     with pytest.raises(twilio_api.PermanentTwilioError) as info:
         twilio_api.send_sms(message, from_=TEST_FROM, messaging_service_sid=None)  # type: ignore[arg-type]
     assert info.value.http_status == 422
+
+
+# ---------------------------------------------------------------- channel parameters: WhatsApp, templates, AMD
+
+
+def _create_params(resource: str) -> dict[str, Any]:
+    path = f"/2010-04-01/Accounts/{{AccountSid}}/{resource}.json"
+    body = spec()["paths"][path]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]
+    return body["schema"]["properties"]
+
+
+def test_the_fakes_channel_parameter_rules_are_the_specs() -> None:
+    from tests.peers.twilio_fake import PARAMETER_RULES
+
+    messages, calls = _create_params("Messages"), _create_params("Calls")
+    assert messages["ContentSid"]["pattern"] == "^HX[0-9a-fA-F]{32}$"
+    assert "ContentVariables" in messages and messages["To"]["description"].count("whatsapp:") >= 1
+    assert "`Enable` or `DetectMessageEnd`" in calls["MachineDetection"]["description"]
+    assert "`true` or `false`" in calls["AsyncAmd"]["description"]
+    assert calls["AsyncAmdStatusCallback"]["format"] == "uri"
+    assert calls["AsyncAmdStatusCallbackMethod"]["enum"] == ["GET", "POST"]
+    assert set(PARAMETER_RULES) <= set(messages) | set(calls)
+    ok = PARAMETER_RULES
+    assert ok["ContentSid"]("HX" + "a" * 32) and not ok["ContentSid"]("HX" + "a" * 31)
+    assert ok["MachineDetection"]("DetectMessageEnd") and not ok["MachineDetection"]("detectmessageend")
+    assert ok["AsyncAmd"]("true") and not ok["AsyncAmd"]("True")
+    assert ok["ContentVariables"]('{"1": "a"}') and not ok["ContentVariables"]('{"1": 2}')
+
+
+@pytest.mark.parametrize(("name", "value"), [("ContentSid", "HX123"), ("ContentVariables", "[1]"),
+                                             ("MachineDetection", "Yes"), ("AsyncAmd", "1")])
+def test_the_fake_refuses_channel_parameters_outside_the_spec(twilio_fake: Any, name: str, value: str) -> None:
+    auth = (TEST_ACCOUNT_SID, twilio_fake.credentials[TEST_ACCOUNT_SID])
+    resource = "Messages" if name.startswith("Content") else "Calls"
+    data = {"To": TO, "From": TEST_FROM, name: value, **({"ContentSid": "HX" + "a" * 32}
+                                                         if name == "ContentVariables" else {})}
+    if resource == "Calls":
+        data["Url"] = "https://e.com/t"
+    response = requests.post(f"{twilio_fake.base_url}/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/{resource}.json",
+                             auth=auth, data=data, timeout=5)
+    assert response.status_code == 400 and twilio_fake.created() == []
+
+
+def test_whatsapp_template_through_the_sdk_is_accepted_by_prism(via_prism: str) -> None:
+    message = validate("sms", {"id": "prism-5", "to": "whatsapp:" + TO, "from": "whatsapp:" + TEST_FROM,
+                               "content_sid": "HX" + "0a" * 16, "content_variables": {"1": "Ann"}})
+    result = twilio_api.send_sms(message, from_="whatsapp:" + TEST_FROM, messaging_service_sid=None)  # type: ignore[arg-type]
+    assert result.sid.startswith(("SM", "MM"))
+
+
+def test_call_with_async_amd_and_voicemail_is_accepted_by_prism(via_prism: str) -> None:
+    message = validate("call", {"id": "prism-6", "to": TO, "say": "hello", "machine_detection": True,
+                                "voicemail": "Please call us back."})
+    assert twilio_api.place_call(message, from_=TEST_FROM).sid.startswith("CA")  # type: ignore[arg-type]
+
+
+def test_a_template_sid_breaking_the_spec_pattern_is_rejected_by_prism(via_prism: str) -> None:
+    from shared.outbound import SmsMessage
+
+    # Bypasses our schema on purpose: ContentSid must match ^HX[0-9a-fA-F]{32}$.
+    message = SmsMessage(id="prism-7", to=TO, from_=None, send_at=None, content_sid="HXnot-a-template")
+    with pytest.raises(twilio_api.PermanentTwilioError) as info:
+        twilio_api.send_sms(message, from_=TEST_FROM, messaging_service_sid=None)
+    assert info.value.http_status == 422
+
+
+def test_the_voicemail_drop_through_the_sdk_is_accepted_by_prism(via_prism: str) -> None:
+    from shared.outbound import voicemail_twiml
+
+    message = validate("call", {"id": "prism-8", "to": TO, "say": "hi", "machine_detection": True,
+                                "voicemail": "Please call us back."})
+    result = twilio_api.drop_voicemail("CA" + "0a" * 16, voicemail_twiml(message))  # type: ignore[arg-type]
+    assert result.sid.startswith("CA")
