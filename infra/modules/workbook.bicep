@@ -10,7 +10,7 @@ param workbookId string = guid(resourceGroup().id, 'switchboard-operations-workb
 
 var outcomeLogs = 'traces | where message startswith "outbound " and message has " outcome=" | parse message with "outbound " kind " id=" id " to=" to " outcome=" outcome " " detail | extend reason = iff(outcome == "dead_lettered", tostring(split(detail, ":")[0]), "")'
 var statusLogs = 'traces | where message startswith "status " | parse message with "status " kind " id=" id " to=" to " twilio=" twilio_status " row=" row_status'
-var webhookNames = '"voice", "voice_menu", "voice_recorded", "twiml_say", "sms", "status_message", "status_call", "health"'
+var webhookNames = '"voice", "voice_menu", "voice_recorded", "twiml_say", "sms", "status_message", "status_call", "status_amd", "status_recording", "health"'
 
 var content = {
   version: 'Notebook/1.0'
