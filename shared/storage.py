@@ -27,6 +27,9 @@ STORAGE_TIMEOUT_SECONDS = 10
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str], Any] = {}
+# Whether a table partition of the pre-spread layout still holds rows: (table, partition) -> (checked at, answer).
+_legacy_rows: dict[tuple[str, str], tuple[float, bool]] = {}
+LEGACY_CHECK_SECONDS = 300.0
 # A credential chosen by a tool (the ops CLI signs in as the operator, not as the app's managed identity).
 _credential_override: Any = None
 
@@ -155,6 +158,26 @@ def reset_clients() -> None:
     """Forget clients (tests point the app at a fresh Azurite)."""
     with _lock:
         _clients.clear()
+        _legacy_rows.clear()
+
+
+def partition_has_rows(table_name: str, partition: str, *, fresh: bool = False) -> bool:
+    """Whether ``partition`` of ``table_name`` holds any row, asked at most every ``LEGACY_CHECK_SECONDS`` per
+    process (``fresh`` asks now). The ledger and the opt-out list use it to skip reading the layout written before
+    partitions were spread (one partition per kind) once that layout is empty: migrated, or never used."""
+    import time
+
+    key = (table_name, partition)
+    now = time.monotonic()
+    cached = _legacy_rows.get(key)
+    if cached is not None and not fresh and now - cached[0] < LEGACY_CHECK_SECONDS:
+        return cached[1]
+    rows = table(table_name).query_entities("PartitionKey eq @pk", parameters={"pk": partition},
+                                            results_per_page=1, select=["RowKey"])
+    page = next(iter(rows.by_page()), None)
+    present = page is not None and next(iter(page), None) is not None
+    _legacy_rows[key] = (now, present)
+    return present
 
 
 def is_storage_error(exc: BaseException) -> bool:
