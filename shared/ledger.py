@@ -5,7 +5,8 @@ claimed here first (insert-if-absent: ``create_entity``; ``ResourceExistsError``
 and every later change is an etag-guarded MERGE (``IfNotModified``), so two workers holding the same id can never
 both believe they own it.
 
-Row (PartitionKey ``sms`` | ``call``, RowKey = id):
+Row (PartitionKey = :func:`partition_key` of kind and id: ``sms-00`` … ``sms-ff``, ``call-00`` … ``call-ff``;
+RowKey = id; ``kind`` = ``sms`` | ``call``):
 - ``status``: ``claimed`` (a worker is sending, or crashed while sending), ``retrying`` (the last try observed
   that Twilio did not get it: safe to send again), ``unknown`` (the last try may have reached Twilio: a timeout),
   ``sent`` (Twilio accepted it), then Twilio's own status from callbacks (``queued``, ``delivered``, ``completed``…),
@@ -18,13 +19,33 @@ Row (PartitionKey ``sms`` | ``call``, RowKey = id):
 - ``resolution``: how a send in doubt was settled by reading Twilio back (``found``, ``resent``, ``ambiguous``),
   with ``resolution_detail``.
 
+- ``claim_token``: a random token written with the claim, so a claim whose insert was retried by the SDK (the
+  first try committed, the answer was lost: 409 on the retry) is recognised as our own, not another delivery's.
+
 SID index rows (PartitionKey ``sid-`` + the SID's last two hex digits, RowKey = SID, ``id``, ``kind``) say which id
 a Twilio SID was recorded for, so reconciliation never takes another id's message for its own.
+
+Partitions. One table partition takes ~2,000 entities/s in Azure, and each send costs its partition a claim, a
+record and two updates per status callback; so rows are spread by a stable hash (SHA-256, not Python's salted
+``hash``) over ``PARTITIONS`` = 256 partitions per kind. Every point read and write names one partition, computed
+by :func:`partition_key`; listings (the ops CLI) query across partitions. 256 is enough by a wide margin: the whole
+storage account serves ~20,000 requests/s, which spread over 256 partitions is ~80/s each, so a partition can never
+be the first limit (docs/capacity.md); more partitions would add nothing but longer partition scans. The count is
+part of the stored layout: changing it needs a migration like :func:`migrate_legacy_layout`.
+
+Rows written before the spread (PartitionKey ``sms`` / ``call``, the *legacy layout*) are still found: a read that
+misses falls back to the legacy partition, a claim first checks it (so an old row is never shadowed by a second,
+new-layout row for the same id), and an update writes the row where it was read. Those extra reads happen only
+while the legacy partition holds rows (checked once per process every 5 minutes:
+:func:`shared.storage.partition_has_rows`). ``python -m shared.ops migrate-layout`` moves legacy rows to their
+spread partitions (idempotent; see :func:`migrate_legacy_layout`), after which no fallback read is made.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -34,6 +55,8 @@ from . import storage
 log = logging.getLogger("switchboard.ledger")
 
 TABLE = "sends"
+KINDS = ("sms", "call")
+PARTITIONS = 256  # per kind; part of the stored layout (see the module docstring)
 
 # Twilio statuses in the order they can happen; a callback never moves a row backwards (a late "sent" must not
 # overwrite "delivered"). Terminal statuses share the top rank; "read" (WhatsApp) comes after delivery.
@@ -70,6 +93,11 @@ class Row:
     last_error: str = ""
     claimed_at: datetime | None = None
     fields: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    partition: str = ""  # where the row lives (a legacy row keeps its old partition); "" = partition_key()
+
+    @property
+    def partition_key(self) -> str:
+        return self.partition or partition_key(self.kind, self.id)
 
     @property
     def content_hash(self) -> str:
@@ -89,6 +117,31 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def partition_key(kind: str, ident: str) -> str:
+    """The PartitionKey of send ``ident``: ``<kind>-<2 hex digits>``, a stable hash of kind and id over
+    ``PARTITIONS`` partitions. Never starts with ``sid-`` (the SID index) nor equals a legacy partition."""
+    digest = hashlib.sha256(f"{kind}\x00{ident}".encode("utf-8", "surrogatepass")).digest()
+    return f"{kind}-{int.from_bytes(digest[:4], 'big') % PARTITIONS:02x}"
+
+
+def legacy_partition(kind: str) -> str:
+    """Where the layout before the spread kept every row of ``kind``."""
+    return kind
+
+
+def _legacy_present(kind: str) -> bool:
+    return storage.partition_has_rows(TABLE, legacy_partition(kind))
+
+
+def _get_at(kind: str, ident: str, partition: str) -> Row | None:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        return _row(kind, storage.table(TABLE).get_entity(partition_key=partition, row_key=ident))
+    except ResourceNotFoundError:
+        return None
+
+
 def _row(kind: str, entity: Any) -> Row:
     claimed_at = entity.get("claimed_at")
     if isinstance(claimed_at, str):
@@ -99,45 +152,57 @@ def _row(kind: str, entity: Any) -> Row:
     return Row(kind=kind, id=entity["RowKey"], status=str(entity.get("status", "")),
                etag=entity.metadata.get("etag", ""), attempts=int(entity.get("attempts", 0) or 0),
                sid=str(entity.get("sid", "") or ""), twilio_status=str(entity.get("twilio_status", "") or ""),
-               last_error=str(entity.get("last_error", "") or ""), claimed_at=claimed_at, fields=dict(entity))
+               last_error=str(entity.get("last_error", "") or ""), claimed_at=claimed_at, fields=dict(entity),
+               partition=str(entity.get("PartitionKey", "") or ""))
 
 
 def get(kind: str, ident: str) -> Row | None:
-    """The row for ``ident``, or None."""
-    from azure.core.exceptions import ResourceNotFoundError
+    """The row for ``ident`` (spread layout first, then the legacy partition while it holds rows), or None."""
+    row = _get_at(kind, ident, partition_key(kind, ident))
+    if row is None and _legacy_present(kind):
+        row = _get_at(kind, ident, legacy_partition(kind))
+    return row
 
-    try:
-        return _row(kind, storage.table(TABLE).get_entity(partition_key=kind, row_key=ident))
-    except ResourceNotFoundError:
-        return None
+
+def _legacy_row(kind: str, ident: str) -> Row | None:
+    """The legacy-layout row for ``ident`` if that layout still holds rows (a claim must not shadow it)."""
+    return _get_at(kind, ident, legacy_partition(kind)) if _legacy_present(kind) else None
 
 
 def try_claim(kind: str, ident: str, **extra: Any) -> tuple[bool, Row]:
     """Insert a ``claimed`` row if none exists. Returns (claimed by us?, the row as it now is)."""
     from azure.core.exceptions import ResourceExistsError
 
+    old = _legacy_row(kind, ident)
+    if old is not None:
+        return False, old
     now = _now()
-    entity = {"PartitionKey": kind, "RowKey": ident, "status": "claimed", "attempts": 1, "claimed_at": now,
-              "created_at": now, "updated_at": now, **extra}
+    token = uuid.uuid4().hex
+    entity = {"PartitionKey": partition_key(kind, ident), "RowKey": ident, "kind": kind, "status": "claimed",
+              "attempts": 1, "claimed_at": now, "created_at": now, "updated_at": now, "claim_token": token, **extra}
     try:
         meta = storage.table(TABLE).create_entity(entity)
     except ResourceExistsError:
         row = get(kind, ident)
         if row is None:  # deleted in between (only an operator would): try once more
             return try_claim(kind, ident, **extra)
-        return False, row
+        # Our own insert, committed although its answer was lost and the SDK retried it (Storage 500/503).
+        return row.fields.get("claim_token") == token, row
     return True, Row(kind=kind, id=ident, status="claimed", etag=meta.get("etag", ""), attempts=1,
-                     claimed_at=now, fields=entity)
+                     claimed_at=now, fields=entity, partition=entity["PartitionKey"])
 
 
 def insert_if_absent(kind: str, ident: str, **values: Any) -> Row | None:
     """Create a row with ``values`` unless one exists; returns the existing row (None when we created it)."""
     from azure.core.exceptions import ResourceExistsError
 
+    old = _legacy_row(kind, ident)
+    if old is not None:
+        return old
     now = _now()
     try:
-        storage.table(TABLE).create_entity({"PartitionKey": kind, "RowKey": ident, "created_at": now,
-                                            "updated_at": now, **values})
+        storage.table(TABLE).create_entity({"PartitionKey": partition_key(kind, ident), "RowKey": ident,
+                                            "kind": kind, "created_at": now, "updated_at": now, **values})
         return None
     except ResourceExistsError:
         return get(kind, ident)
@@ -151,13 +216,13 @@ def update(row: Row, **values: Any) -> Row:
 
     values = {k: ("" if v is None else v) for k, v in values.items()}
     values["updated_at"] = _now()
-    entity = {"PartitionKey": row.kind, "RowKey": row.id, **values}
+    entity = {"PartitionKey": row.partition_key, "RowKey": row.id, **values}
     try:
         meta = storage.table(TABLE).update_entity(entity, mode=UpdateMode.MERGE, etag=row.etag,
                                                   match_condition=MatchConditions.IfNotModified)
     except (ResourceModifiedError, ResourceNotFoundError) as exc:
         raise LedgerConflictError(f"{row.kind}/{row.id} changed since read ({type(exc).__name__})") from None
-    merged = {**row.fields, **values}
+    merged = {**row.fields, **values, "PartitionKey": row.partition_key}
     return _row(row.kind, _Entity(merged, meta.get("etag", "")))
 
 
@@ -259,3 +324,88 @@ def id_for_sid(kind: str, sid: str) -> str | None:
     except ResourceNotFoundError:
         return None
     return str(entity.get("id") or "") or None
+
+
+# ---------------------------------------------------------------- legacy layout → spread partitions
+
+
+@dataclass
+class MigrationReport:
+    """What :func:`migrate_legacy_layout` did (or, with ``dry_run``, would do)."""
+
+    moved: int = 0
+    conflicts: list[str] = field(default_factory=list)  # "kind/id": both layouts hold a row, left for an operator
+    dry_run: bool = False
+
+
+def migrate_legacy_layout(*, dry_run: bool = False, max_tries: int = 5) -> MigrationReport:
+    """Move every legacy row (PartitionKey ``sms`` / ``call``) to its spread partition; safe to run again, and
+    while the app runs. Per row: insert a copy (marked with the legacy row's etag), then delete the legacy row
+    only if it is unchanged since read. A legacy row changed in between (a worker that read it just before) is
+    copied again if our copy is still untouched; a copy a second run finds with the same etag mark is finished.
+    An id with a spread row not made by this migration is reported as a conflict and left as it is."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    report = MigrationReport(dry_run=dry_run)
+    table = storage.table(TABLE)
+    for kind in KINDS:
+        entities = table.query_entities("PartitionKey eq @pk", parameters={"pk": legacy_partition(kind)})
+        for entity in list(entities):
+            if dry_run:
+                report.moved += 1
+                continue
+            our_copy = ""
+            for _ in range(max_tries):
+                outcome, our_copy = _migrate_row(kind, entity, our_copy)
+                if outcome != "retry":
+                    break
+                try:
+                    entity = table.get_entity(partition_key=legacy_partition(kind), row_key=entity["RowKey"])
+                except ResourceNotFoundError:
+                    outcome = "moved"
+                    break
+            if outcome == "moved":
+                report.moved += 1
+            else:
+                report.conflicts.append(f"{kind}/{entity['RowKey']}")
+                log.error("ledger migration: %s/%s has rows in both layouts; left for an operator", kind,
+                          entity["RowKey"])
+        if not dry_run:
+            storage.partition_has_rows(TABLE, legacy_partition(kind), fresh=True)
+    return report
+
+
+def _migrate_row(kind: str, legacy: Any, our_copy: str) -> tuple[str, str]:
+    """Copy one legacy row and delete it: (``moved`` | ``retry`` (it changed meanwhile) | ``conflict``, the etag
+    of the copy we wrote). ``our_copy``: the etag of the copy an earlier pass of this run wrote."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+    from azure.data.tables import UpdateMode
+
+    table = storage.table(TABLE)
+    ident = legacy["RowKey"]
+    legacy_etag = legacy.metadata.get("etag", "")
+    copy = {**{k: v for k, v in legacy.items() if k not in ("PartitionKey", "RowKey")},
+            "PartitionKey": partition_key(kind, ident), "RowKey": ident, "kind": kind,
+            "migrated_from_etag": legacy_etag}
+    try:
+        our_copy = table.create_entity(copy).get("etag", "")
+    except ResourceExistsError:
+        spread = table.get_entity(partition_key=copy["PartitionKey"], row_key=ident)
+        if spread.get("migrated_from_etag") != legacy_etag:
+            # Not a copy of this version of the legacy row. Ours from an earlier pass, untouched since (the
+            # legacy row changed in between): copy again. Anything else (the app wrote a spread row itself, or
+            # wrote to our copy): two live rows for one id, which only an operator can merge.
+            if not our_copy or spread.metadata.get("etag") != our_copy:
+                return "conflict", our_copy
+            try:
+                our_copy = table.update_entity(copy, mode=UpdateMode.REPLACE, etag=our_copy,
+                                               match_condition=MatchConditions.IfNotModified).get("etag", "")
+            except (ResourceModifiedError, ResourceNotFoundError):
+                return "conflict", our_copy
+    try:
+        table.delete_entity(partition_key=legacy_partition(kind), row_key=ident, etag=legacy_etag,
+                            match_condition=MatchConditions.IfNotModified)
+    except ResourceModifiedError:
+        return "retry", our_copy
+    return "moved", our_copy

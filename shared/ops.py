@@ -10,6 +10,7 @@ Twilio, or may have, is never re-sent without ``--force`` and a look at what Twi
     python -m shared.ops poison replay [--kind K] [--reason CODE] [--id ID ...] [--dry-run] [--force]
     python -m shared.ops poison purge [--kind K] [--reason CODE] [--id ID ...] [--dry-run] [--yes]
     python -m shared.ops optouts list | add NUMBER [--keyword K] | remove NUMBER
+    python -m shared.ops migrate-layout [--dry-run]
 
 Where: ``--connection-string`` (Azurite: ``UseDevelopmentStorage=true``), else ``--account-name`` (Azure, signed
 in with ``az login``: DefaultAzureCredential), else ``AzureWebJobsStorage`` from the environment or
@@ -70,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     kind.add_argument("--kind", choices=KINDS, help="sms or call (default: both)")
 
     parser = argparse.ArgumentParser(prog="python -m shared.ops", description=__doc__.split("\n\n")[0])
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{sends,poison,optouts}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{sends,poison,optouts,migrate-layout}")
 
     sends = verbs.add_parser("sends", help="the sends ledger: one row per outbound id").add_subparsers(
         dest="action", required=True)
@@ -106,6 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--keyword", default="OPS", help="recorded as the keyword (default OPS)")
     remove = optouts.add_parser("remove", parents=[common], help="opt an address back in")
     remove.add_argument("number", help="E.164 number or whatsapp:+E164")
+
+    migrate = verbs.add_parser("migrate-layout", parents=[common],
+                               help="move rows of the one-partition layout to spread partitions (idempotent)")
+    migrate.add_argument("--dry-run", action="store_true", help="count what would move; change nothing")
+    migrate.set_defaults(action="run")
     return parser
 
 
@@ -670,6 +676,25 @@ def optouts_remove(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- layout
+
+
+def migrate_layout(args: argparse.Namespace, out: Output) -> int:
+    """Move legacy-layout rows (PartitionKey ``sms`` / ``call`` / ``optout``) to their spread partitions."""
+    from . import ledger, optouts
+
+    sends = ledger.migrate_legacy_layout(dry_run=args.dry_run)
+    opted = optouts.migrate_legacy_layout(dry_run=args.dry_run)
+    verb = "would move" if args.dry_run else "moved"
+    out.line(f"sends: {verb} {sends.moved} row(s) to spread partitions; {len(sends.conflicts)} conflict(s)")
+    for conflict in sends.conflicts:
+        out.line(f"  conflict: {conflict} has a row in both layouts (see `sends show`; delete the stale one)")
+    out.line(f"optouts: {verb} {opted.moved} row(s) to spread partitions")
+    out.document({"dry_run": args.dry_run, "sends_moved": sends.moved, "sends_conflicts": sends.conflicts,
+                  "optouts_moved": opted.moved})
+    return EXIT_USAGE if sends.conflicts else EXIT_OK
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -682,6 +707,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         ("poison", "list"): poison_list, ("poison", "replay"): poison_replay,
         ("poison", "purge"): lambda a, o: poison_purge(a, o, ask or _ask_tty(o)),
         ("optouts", "list"): optouts_list, ("optouts", "add"): optouts_add, ("optouts", "remove"): optouts_remove,
+        ("migrate-layout", "run"): migrate_layout,
     }
     from azure.core.exceptions import AzureError
 

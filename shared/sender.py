@@ -129,7 +129,7 @@ def process(kind: Kind, body: bytes | str, queue_message_id: str, dequeue_count:
     except Exception as exc:  # noqa: BLE001 - storage or other dependency errors are transient
         if not storage.is_storage_error(exc):
             raise
-        reason = f"storage unavailable: {type(exc).__name__}"
+        reason = storage.transient_reason(exc)
         if delivery.last_try:
             return _dead_letter(delivery, _guess_id(delivery), "retries_exhausted", reason)
         log.warning("outbound %s id=%s retry: %s", kind, _guess_id(delivery), reason)

@@ -24,9 +24,19 @@ DEVELOPMENT_CONNECTION = (
 )
 # Storage calls on a request path must not hang a webhook or a send.
 STORAGE_TIMEOUT_SECONDS = 10
+# Backpressure (503 Server Busy, 500 Operation Timeout, 429): azure-core's RetryPolicy retries these with
+# exponential back-off, and sleeps for a Retry-After the service sends instead. A few short tries in the call;
+# a longer Retry-After is not slept on a worker thread: the error goes up and the queue message comes back later.
+STORAGE_RETRIES = 3
+STORAGE_BACKOFF_SECONDS = 0.5
+STORAGE_BACKOFF_MAX_SECONDS = 4
+STORAGE_RETRY_AFTER_MAX_SECONDS = 10
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str], Any] = {}
+# Whether a table partition of the pre-spread layout still holds rows: (table, partition) -> (checked at, answer).
+_legacy_rows: dict[tuple[str, str], tuple[float, bool]] = {}
+LEGACY_CHECK_SECONDS = 300.0
 # A credential chosen by a tool (the ops CLI signs in as the operator, not as the app's managed identity).
 _credential_override: Any = None
 
@@ -81,9 +91,10 @@ def _make_service(kind: str) -> Any:
     from .transport import azure_transport
 
     # One pooled session per service, proxy/CA settings read once (shared.transport).
-    options = {"transport": azure_transport(connection_timeout=STORAGE_TIMEOUT_SECONDS,
-                                            read_timeout=STORAGE_TIMEOUT_SECONDS)}
+    options: dict[str, Any] = {"transport": azure_transport(connection_timeout=STORAGE_TIMEOUT_SECONDS,
+                                                            read_timeout=STORAGE_TIMEOUT_SECONDS)}
     if kind == "table":
+        options.update(table_retry_options())
         from azure.data.tables import TableServiceClient
 
         if conn:
@@ -94,6 +105,29 @@ def _make_service(kind: str) -> Any:
     if conn:
         return QueueServiceClient.from_connection_string(conn, **options)
     return QueueServiceClient(account_url=_identity_endpoint("queue"), credential=_credential(), **options)
+
+
+def _refuse_long_retry_after(pipeline_response: Any) -> None:
+    """Per-response hook (inside the SDK's retry loop): a ``Retry-After`` longer than a worker thread should sleep
+    ends the call now with the throttling error, so the queue message comes back later instead."""
+    from azure.core.exceptions import HttpResponseError
+
+    response = pipeline_response.http_response
+    after = response.headers.get("Retry-After")
+    if response.status_code >= 400 and after:
+        try:
+            seconds = float(after)
+        except ValueError:
+            return  # an HTTP date: azure-core parses it; such waits are short in practice
+        if seconds > STORAGE_RETRY_AFTER_MAX_SECONDS:
+            raise HttpResponseError(message=f"storage busy, Retry-After {after} s", response=response)
+
+
+def table_retry_options() -> dict[str, Any]:
+    """Options for the tables SDK's retry policy (azure-core's RetryPolicy, which honours ``Retry-After``)."""
+    return {"retry_total": STORAGE_RETRIES, "retry_status": STORAGE_RETRIES,
+            "retry_backoff_factor": STORAGE_BACKOFF_SECONDS, "retry_backoff_max": STORAGE_BACKOFF_MAX_SECONDS,
+            "raw_response_hook": _refuse_long_retry_after}
 
 
 def table(name: str) -> Any:
@@ -155,6 +189,26 @@ def reset_clients() -> None:
     """Forget clients (tests point the app at a fresh Azurite)."""
     with _lock:
         _clients.clear()
+        _legacy_rows.clear()
+
+
+def partition_has_rows(table_name: str, partition: str, *, fresh: bool = False) -> bool:
+    """Whether ``partition`` of ``table_name`` holds any row, asked at most every ``LEGACY_CHECK_SECONDS`` per
+    process (``fresh`` asks now). The ledger and the opt-out list use it to skip reading the layout written before
+    partitions were spread (one partition per kind) once that layout is empty: migrated, or never used."""
+    import time
+
+    key = (table_name, partition)
+    now = time.monotonic()
+    cached = _legacy_rows.get(key)
+    if cached is not None and not fresh and now - cached[0] < LEGACY_CHECK_SECONDS:
+        return cached[1]
+    rows = table(table_name).query_entities("PartitionKey eq @pk", parameters={"pk": partition},
+                                            results_per_page=1, select=["RowKey"])
+    page = next(iter(rows.by_page()), None)
+    present = page is not None and next(iter(page), None) is not None
+    _legacy_rows[key] = (now, present)
+    return present
 
 
 def is_storage_error(exc: BaseException) -> bool:
@@ -162,3 +216,16 @@ def is_storage_error(exc: BaseException) -> bool:
     from azure.core.exceptions import AzureError
 
     return isinstance(exc, AzureError)
+
+
+def transient_reason(exc: BaseException) -> str:
+    """One line for a transient storage failure: ``storage busy: 503 ServerBusy, Retry-After 30 s`` (Storage's
+    backpressure: retry later, never resend blindly), or ``storage unavailable: <error class>``."""
+    response = getattr(exc, "response", None)
+    status = getattr(exc, "status_code", None) or getattr(response, "status_code", None)
+    if status in (429, 500, 503):
+        headers = response.headers if response is not None else {}
+        code = getattr(exc, "error_code", None) or headers.get("x-ms-error-code") or ""
+        after = headers.get("Retry-After")
+        return f"storage busy: {status} {code}".rstrip() + (f", Retry-After {after} s" if after else "")
+    return f"storage unavailable: {type(exc).__name__}"

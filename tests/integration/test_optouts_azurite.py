@@ -19,7 +19,7 @@ def sms(body: str, sender: str = SENDER) -> dict:
 def optout_row(azurite, number: str):
     table = TableServiceClient.from_connection_string(azurite.connection_string).get_table_client("optouts")
     try:
-        return table.get_entity(partition_key="optout", row_key=number)
+        return table.get_entity(partition_key=optouts.partition_key(number), row_key=number)
     except ResourceNotFoundError:
         return None
 

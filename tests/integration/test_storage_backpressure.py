@@ -1,0 +1,94 @@
+"""Storage backpressure (503 Server Busy, 500 Operation Timeout) is transient: retried, after ``Retry-After`` when
+Storage sends one, and never turned into a second Twilio send. Azurite sits behind a proxy that injects them."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from shared import ledger, sender, storage
+from shared.sender import RetryLaterError
+from tests.peers.azurite import ACCOUNT, KEY
+from tests.peers.storage_proxy import StorageProxy
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def sms(ident: str) -> str:
+    return json.dumps({"id": ident, "to": "+14155550100", "body": "hello"})
+
+
+def sends_insert(method: str, path: str) -> bool:
+    return method == "POST" and path.split("?")[0].endswith("/sends")
+
+
+def row_update(ident: str) -> Callable[[str, str], bool]:
+    return lambda method, path: method in ("PATCH", "MERGE") and ident in path
+
+
+@pytest.fixture
+def throttled(outbound_env: Any, azurite: Any, set_env: Callable[..., None]) -> Iterator[StorageProxy]:
+    proxy = StorageProxy(azurite.table_port).start()
+    set_env(AzureWebJobsStorage=(
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
+        f"QueueEndpoint=http://127.0.0.1:{azurite.queue_port}/{ACCOUNT};"
+        f"TableEndpoint=http://127.0.0.1:{proxy.port}/{ACCOUNT};"))
+    storage.reset_clients()
+    storage.table(ledger.TABLE)  # tables exist before faults are injected
+    yield proxy
+    proxy.stop()
+
+
+def test_a_503_with_retry_after_is_retried_after_that_delay_and_the_send_goes_out_once(
+        throttled: StorageProxy, outbound_env: Any) -> None:
+    ident = uid("busy")
+    throttled.fail(sends_insert, status=503, code="ServerBusy", retry_after="1", times=1)
+    assert sender.process_sms(sms(ident), "q", 1).result == "sent"
+    inserts = [s for s in throttled.seen if sends_insert(s.method, s.path)]
+    assert [s.status for s in inserts[:2]] == [503, 201]
+    assert inserts[1].at - inserts[0].at >= 1.0  # Retry-After honoured, not the 0.5 s back-off
+    assert len(outbound_env.created()) == 1
+
+
+def test_storage_busy_on_the_claim_is_retried_later_and_nothing_reaches_twilio(
+        throttled: StorageProxy, outbound_env: Any) -> None:
+    ident = uid("timeout")
+    throttled.fail(sends_insert, status=500, code="OperationTimedOut")
+    with pytest.raises(RetryLaterError) as raised:
+        sender.process_sms(sms(ident), "q", 1)
+    assert raised.value.reason.startswith("storage busy: 500 OperationTimedOut")
+    assert outbound_env.created() == []
+    throttled.heal()
+    assert sender.process_sms(sms(ident), "q", 2).result == "sent"
+    assert len(outbound_env.created()) == 1
+
+
+def test_a_retry_after_longer_than_a_thread_should_wait_goes_back_to_the_queue_at_once(
+        throttled: StorageProxy, outbound_env: Any) -> None:
+    throttled.fail(sends_insert, status=503, code="ServerBusy", retry_after="120")
+    started = time.monotonic()
+    with pytest.raises(RetryLaterError) as raised:
+        sender.process_sms(sms(uid("long")), "q", 1)
+    assert time.monotonic() - started < storage.STORAGE_RETRY_AFTER_MAX_SECONDS
+    assert raised.value.reason == "storage busy: 503 ServerBusy, Retry-After 120 s"
+    assert len([s for s in throttled.seen if sends_insert(s.method, s.path)]) == 1
+    assert outbound_env.created() == []
+
+
+def test_a_send_twilio_accepted_is_not_sent_again_when_recording_it_hits_storage_backpressure(
+        throttled: StorageProxy, outbound_env: Any) -> None:
+    ident = uid("recorded")
+    throttled.fail(row_update(ident), status=503, code="ServerBusy", retry_after="0")
+    assert sender.process_sms(sms(ident), "q", 1).result == "sent"  # it went out: acknowledged
+    assert len(outbound_env.created()) == 1
+    throttled.heal()
+    with pytest.raises(RetryLaterError):  # a redelivery finds the claim in flight, never sends blindly
+        sender.process_sms(sms(ident), "q", 2)
+    assert len(outbound_env.created()) == 1
+    assert ledger.get("sms", ident).status == "claimed"
