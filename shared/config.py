@@ -50,6 +50,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TWILIO_HTTP_TIMEOUT_SECONDS", "10", doc="timeout of every Twilio REST request"),
     Setting("RECONCILE_SETTLE_SECONDS", "60",
             doc="a send in doubt not found in Twilio's list this long after its attempt is sent again"),
+    # Guardrails (shared/guardrails.py, shared/destinations.py; README, Guardrails): empty = off.
+    Setting("ALLOWED_DESTINATIONS",
+            doc="ISO 3166 region codes sends may go to, comma-separated (US,CA); empty = every region"),
+    Setting("MAX_SENDS_PER_RECIPIENT_PER_HOUR",
+            doc="sends to one phone number (SMS, WhatsApp and calls together) in any 60 minutes; over it: dead letter"),
+    Setting("MAX_SENDS_PER_HOUR",
+            doc="sends of the whole app per clock hour (UTC); over it: deferred to the next hour"),
+    Setting("AUTO_REPLY_MIN_INTERVAL_SECONDS",
+            doc="at most one reply (auto-reply, HELP) per inbound sender in this many seconds"),
     # Read by the Python worker itself; the app sizes its HTTP connection pools to it.
     Setting("PYTHON_THREADPOOL_THREAD_COUNT", "16",
             doc="worker threads for sync functions per instance (worker default: min(32, cores + 4))"),
@@ -68,6 +77,16 @@ class MissingSettingError(RuntimeError):
     def __init__(self, name: str) -> None:
         super().__init__(f"setting {name} is not set (see local.settings.json.example / README, Settings)")
         self.name = name
+
+
+class InvalidSettingError(MissingSettingError):
+    """A setting holds a value the app cannot use (``rule`` says why); handled like a missing one: the work that
+    needs it waits (queue retries) instead of running without the guard the operator asked for."""
+
+    def __init__(self, name: str, rule: str) -> None:
+        RuntimeError.__init__(self, f"setting {name} {rule} (see README, Settings)")
+        self.name = name
+        self.rule = rule
 
 
 @dataclass(frozen=True)
@@ -93,6 +112,10 @@ class Settings:
     twilio_http_timeout: float
     reconcile_settle_seconds: float
     thread_count: int
+    allowed_destinations: str = ""
+    max_sends_per_recipient_per_hour: str = ""
+    max_sends_per_hour: str = ""
+    auto_reply_min_interval_seconds: str = ""
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def require(self, name: str) -> str:
@@ -142,6 +165,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         twilio_http_timeout=_number(env, "TWILIO_HTTP_TIMEOUT_SECONDS"),
         reconcile_settle_seconds=_number(env, "RECONCILE_SETTLE_SECONDS"),
         thread_count=max(1, int(_number(env, "PYTHON_THREADPOOL_THREAD_COUNT"))),
+        # Kept as text: shared.guardrails parses them where they are used, so a bad value stops only sends.
+        allowed_destinations=_read(env, "ALLOWED_DESTINATIONS"),
+        max_sends_per_recipient_per_hour=_read(env, "MAX_SENDS_PER_RECIPIENT_PER_HOUR"),
+        max_sends_per_hour=_read(env, "MAX_SENDS_PER_HOUR"),
+        auto_reply_min_interval_seconds=_read(env, "AUTO_REPLY_MIN_INTERVAL_SECONDS"),
         raw={s.name: _read(env, s.name) for s in SETTINGS if not s.secret},
     )
 

@@ -461,14 +461,24 @@ def _address(doc: Mapping[str, Any], name: str, *, required: bool, whatsapp_ok: 
         return None
     value = _string(doc, name, value)
     if matches(E164, value):
-        return value
+        return _possible(name, value)
     if value[:len(WHATSAPP_PREFIX)].lower() == WHATSAPP_PREFIX:
         if not whatsapp_ok:
             raise InvalidMessageError(name, "calls cannot be placed to or from a whatsapp: address")
         if matches(WHATSAPP_ADDRESS, value):
-            return value
+            return _possible(name, value)
         raise InvalidMessageError(name, "not a whatsapp:+E.164 address")
     raise InvalidMessageError(name, "not an E.164 number")
+
+
+def _possible(name: str, address: str) -> str:
+    """A recipient must be a number that can exist (``shared.destinations``: length for its country code, by
+    libphonenumber's metadata); whether it is in service stays Twilio's to say. The sender is our own number."""
+    if name == "to":
+        from .destinations import check_possible
+
+        check_possible(name, address)
+    return address
 
 
 def _https_url(name: str, value: Any) -> str:

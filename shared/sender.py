@@ -1,12 +1,16 @@
 """Process one outbound queue message: send it exactly once, or dead-letter it with the reason.
 
 Order of work, and why:
-1. Parse + validate (``shared.outbound``). Invalid → dead-letter now; retrying cannot fix it.
+1. Parse + validate (``shared.outbound``; a ``to`` that cannot be a phone number is invalid). Invalid →
+   dead-letter now; retrying cannot fix it. A recipient outside ``ALLOWED_DESTINATIONS`` → dead-lettered as
+   ``destination_not_allowed`` (``shared.destinations``).
 2. ``send_at`` in the future → put the message back on its queue, invisible until then (≤ 7 days a hop, the
    Storage maximum), and acknowledge. The ``id`` is written into the requeued copy so the ledger key stays the
    same even though the queue message id changes.
-3. Opt-out check and credentials *before* claiming, so a failure there leaves no claim behind (a claim with no
-   outcome would later look like a crash mid-send).
+3. Opt-out check, the spending guards (``shared.guardrails``: over ``MAX_SENDS_PER_RECIPIENT_PER_HOUR`` →
+   dead-lettered as ``recipient_rate_limited``; over ``MAX_SENDS_PER_HOUR`` → deferred to the next hour, outcome
+   ``deferred`` with detail ``budget_exhausted``) and credentials *before* claiming, so a failure there leaves no
+   claim behind (a claim with no outcome would later look like a crash mid-send).
 4. Claim the id in the ledger (insert-if-absent). An existing row decides instead of us:
    - Twilio has it (``sid`` or a Twilio status) → duplicate delivery: acknowledged, not sent again.
    - ``failed`` / ``rejected`` → it was dead-lettered already: acknowledged; unless the row is ``resendable``
@@ -45,7 +49,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from . import ledger, optouts, outbound, reconcile, secrets, storage, twilio_api
+from . import destinations, guardrails, ledger, optouts, outbound, reconcile, secrets, storage, twilio_api
 from .config import MissingSettingError, Settings, get_settings
 from .hostjson import queue_settings
 from .outbound import CallMessage, InvalidMessageError, Kind, OutboundMessage, SmsMessage
@@ -58,6 +62,7 @@ SEND_AT_SLACK = timedelta(seconds=1)       # arriving this close to send_at coun
 CLAIM_LEASE_MARGIN_SECONDS = 30.0          # + 2 Twilio timeouts: how long a claim may be in flight
 MAX_POISON_CHARS = 60 * 1024               # a queue message holds 64 KiB
 MAX_ATTEMPTS = 10                          # sends of one id in doubt, before it is left to an operator
+BUDGET_EXHAUSTED = "budget_exhausted"      # the detail of a deferral by MAX_SENDS_PER_HOUR (alerts match it)
 
 
 class RetryLaterError(RuntimeError):
@@ -145,6 +150,10 @@ def _process(d: _Delivery) -> Outcome:
         ident = _guess_id(d)
         _ledger_note(d.kind, ident, "rejected", exc.reason)
         return _dead_letter(d, ident, "invalid_message", exc.reason, field=exc.field)
+    try:
+        destinations.check_allowed(message.to, settings.allowed_destinations)
+    except destinations.DestinationNotAllowedError as exc:  # refused now, not after a send_at wait
+        return _refuse(d, message, "destination_not_allowed", exc.reason, region=exc.region)
     if message.send_at is not None and message.send_at > _now() + SEND_AT_SLACK:
         return _defer(d, message, decoded)
     return _send(d, message, sender)
@@ -183,14 +192,10 @@ def _defer(d: _Delivery, message: OutboundMessage, decoded: outbound.Decoded) ->
 def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str | None]) -> Outcome:
     digest = outbound.content_hash(message)
     if optouts.is_opted_out(message.to):
-        existing = ledger.insert_if_absent(d.kind, message.id, status="rejected", attempts=0, resendable=True,
-                                           last_error="recipient opted out", to=mask_number(message.to),
-                                           content_hash=digest)
-        if existing is not None and existing.reached_twilio:
-            if existing.conflicts_with(digest):
-                return _id_conflict(d, message, existing, digest)
-            return _duplicate(d, message, existing)
-        return _dead_letter(d, message.id, "opted_out", "recipient opted out (STOP)", to=message.to)
+        return _refuse(d, message, "opted_out", "recipient opted out (STOP)", last_error="recipient opted out")
+    held = _guardrails(d, message)
+    if held is not None:
+        return held
     twilio_api.get_client()  # credentials must be readable before we claim (else: retry, nothing claimed)
 
     claimed, row = ledger.try_claim(d.kind, message.id, to=mask_number(message.to), content_hash=digest,
@@ -227,6 +232,57 @@ def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str 
                   result.sid, type(exc).__name__)
     _log(d.kind, message.id, message.to, "sent", result.sid)
     return Outcome(d.kind, message.id, "sent", sid=result.sid)
+
+
+def _refuse(d: _Delivery, message: OutboundMessage, code: str, reason: str, *, last_error: str = "",
+            **extra: Any) -> Outcome:
+    """Dead-letter a message a guard refuses before any claim (opted out, region, recipient cap), leaving a
+    resendable ``rejected`` row; unless its id already reached Twilio: then it is the duplicate of a send made
+    before the guard said no (or an id conflict), and is treated as one."""
+    digest = outbound.content_hash(message)
+    existing = ledger.insert_if_absent(d.kind, message.id, status="rejected", attempts=0, resendable=True,
+                                       last_error=(last_error or reason)[:1000], to=mask_number(message.to),
+                                       content_hash=digest)
+    if existing is not None and existing.reached_twilio:
+        if existing.conflicts_with(digest):
+            return _id_conflict(d, message, existing, digest)
+        return _duplicate(d, message, existing)
+    return _dead_letter(d, message.id, code, reason, to=message.to, **extra)
+
+
+def _guardrails(d: _Delivery, message: OutboundMessage) -> Outcome | None:
+    """The spending guards (``shared.guardrails``), after the opt-out check and before the claim: the recipient
+    cap (counted by id, so a redelivery never counts twice) dead-letters; the hourly budget defers. None = go."""
+    settings = get_settings()
+    cap = guardrails.recipient_cap(settings)
+    budget = guardrails.hourly_budget(settings)
+    try:
+        if cap is not None:
+            guardrails.count_recipient_send(message.to, d.kind, message.id, cap)
+        if budget is not None:
+            guardrails.take_budget_unit(budget)
+    except guardrails.RecipientRateLimitedError as exc:
+        return _refuse(d, message, "recipient_rate_limited", str(exc), count=exc.count, cap=exc.cap,
+                       window_seconds=exc.window_seconds)
+    except guardrails.BudgetExhaustedError as exc:
+        return _defer_for_budget(d, message, exc)
+    except guardrails.GuardrailBusyError as exc:
+        raise RetryLaterError(str(exc)) from None
+    return None
+
+
+def _defer_for_budget(d: _Delivery, message: OutboundMessage, exc: guardrails.BudgetExhaustedError) -> Outcome:
+    """Over ``MAX_SENDS_PER_HOUR``: not dropped, put back on its queue invisible until the next window has room
+    (as ``send_at`` does), with an outcome line the budget alert counts."""
+    hop = min(MAX_HOP_SECONDS, guardrails.defer_seconds(exc.retry_in))
+    decoded = outbound.decode(d.body)
+    document = dict(decoded.document)
+    document["id"] = message.id
+    storage.queue(d.queue_name).send_message(outbound.encode(document, as_base64=decoded.was_base64),
+                                             visibility_timeout=hop, time_to_live=-1)
+    _log(d.kind, message.id, message.to, "deferred", f"{BUDGET_EXHAUSTED}: {exc} (requeued for {hop} s)")
+    return Outcome(d.kind, message.id, "deferred", reason=f"{BUDGET_EXHAUSTED}: requeued for {hop} s",
+                   code=BUDGET_EXHAUSTED)
 
 
 def _existing_claim(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str | None],

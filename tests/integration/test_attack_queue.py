@@ -96,7 +96,9 @@ CASES: list[tuple[str, str, Any, Any]] = [
     ("dashes", "sms", sms(to="+1-415-555-0100"), (INVALID, "to: not an E.164 number")),
     ("zero-width space inside number", "sms", sms(to="+1415\u200b5550100"), (INVALID, "to: not an E.164 number")),
     ("RTL override before number", "sms", sms(to="\u202e" + TO), (INVALID, "to: not an E.164 number")),
-    ("15 digits is the E.164 maximum", "sms", sms(to="+1" + "2" * 14), "sent"),
+    ("15 digits is the E.164 maximum", "sms", sms(to="+49" + "2" * 13), "sent"),
+    ("15 digits where +1 has 10", "sms", sms(to="+1" + "2" * 14),
+     (INVALID, "to: not a possible phone number: 14 digits after +1 is too long for US")),
     # ---- type confusion
     ("to as number", "sms", sms(to=14155550100), (INVALID, "to: must be a string, not number")),
     ("to as array", "sms", sms(to=[TO]), (INVALID, "to: must be a string, not array")),
