@@ -115,6 +115,18 @@ param reconcileSettleSeconds string = '60'
 @description('Threads the Python worker runs sync functions on, per instance (PYTHON_THREADPOOL_THREAD_COUNT; the worker default is min(32, cores + 4)). With queue batchSize 16, 16 lets every message of a batch send at once; HTTP pools are sized to it. Per-instance sends in flight = this; whole app = this x maximumInstanceCount (see README, Capacity).')
 param pythonThreadpoolThreadCount string = '16'
 
+@description('Guardrail: ISO 3166 region codes sends may go to, comma-separated (US,CA); empty = every region (ALLOWED_DESTINATIONS).')
+param allowedDestinations string = ''
+
+@description('Guardrail: sends to one phone number (SMS, WhatsApp and calls together) in any 60 minutes; empty = no cap (MAX_SENDS_PER_RECIPIENT_PER_HOUR).')
+param maxSendsPerRecipientPerHour string = ''
+
+@description('Guardrail: sends of the whole app per clock hour (UTC), the rest deferred to the next hour; empty = no budget (MAX_SENDS_PER_HOUR).')
+param maxSendsPerHour string = ''
+
+@description('Guardrail: at most one reply (auto-reply, HELP) per inbound sender in this many seconds; empty = no limit (AUTO_REPLY_MIN_INTERVAL_SECONDS).')
+param autoReplyMinIntervalSeconds string = ''
+
 @description('Spread the app over availability zones (only in regions that offer it for Flex; adds always-ready instances).')
 param zoneRedundant bool = false
 
@@ -158,6 +170,7 @@ var queueNames = [
 var tableNames = [
   'sends'
   'optouts'
+  'guardrails'
 ]
 var deploymentContainerName = 'app-package-${resourceToken}'
 var functionAppName = 'func-${resourceToken}'
@@ -305,6 +318,10 @@ module api 'modules/functionapp.bicep' = {
     twilioHttpTimeoutSeconds: twilioHttpTimeoutSeconds
     reconcileSettleSeconds: reconcileSettleSeconds
     pythonThreadpoolThreadCount: pythonThreadpoolThreadCount
+    allowedDestinations: allowedDestinations
+    maxSendsPerRecipientPerHour: maxSendsPerRecipientPerHour
+    maxSendsPerHour: maxSendsPerHour
+    autoReplyMinIntervalSeconds: autoReplyMinIntervalSeconds
     zoneRedundant: zoneRedundant
   }
 }

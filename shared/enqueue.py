@@ -13,7 +13,10 @@ Settings (``AzureWebJobsStorage``, ``SMS_QUEUE``, ``CALL_QUEUE``) come from the 
 ledger key). ``--at`` makes the message invisible until then (at most 7 days a hop; the function requeues the
 rest). ``--base64`` encodes the message for producers that insist on it; the function accepts both.
 
-Exit codes: 0 enqueued; 2 the message or a setting is invalid (stderr names the rule; nothing enqueued);
+A recipient outside ``ALLOWED_DESTINATIONS`` (README, Guardrails) is refused here too, naming its region.
+
+Exit codes: 0 enqueued; 2 the message or a setting is invalid, or the destination is not allowed (stderr names the
+rule; nothing enqueued);
 3 storage could not be reached (one line on stderr within seconds; try again).
 """
 
@@ -131,10 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"invalid {kind} message: {exc.reason}", file=sys.stderr)
         return EXIT_INVALID
     load_local_settings()
-    from . import config, storage
+    from . import config, destinations, storage
     from .sender import queue_name_for
 
     config.reset_settings()
+    try:  # the function would dead-letter it as destination_not_allowed: refuse it here instead
+        destinations.check_allowed(message.to, config.get_settings().allowed_destinations)
+    except destinations.DestinationNotAllowedError as exc:
+        print(f"refused {kind} message: {exc.reason}", file=sys.stderr)
+        return EXIT_INVALID
     if not config.get_settings().storage_connection:
         print("AzureWebJobsStorage is not set (environment or local.settings.json)", file=sys.stderr)
         return EXIT_INVALID

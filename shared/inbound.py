@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 
 from . import APP_NAME, optouts, twiml
 from .redact import mask_number
+from .throttled_log import log_throttled
 from .webhooks import MalformedRequestError, Params
 
 log = logging.getLogger("switchboard.inbound")
@@ -93,8 +94,14 @@ def channel_of(address: str) -> str:
     return "whatsapp" if address.lower().startswith(WHATSAPP_PREFIX) else "sms"
 
 
-def handle_sms(params: Params, auto_reply: str = "") -> InboundResult:
-    """Apply STOP/START/HELP, choose the reply, and build the inbound event (SMS and WhatsApp alike)."""
+def handle_sms(params: Params, auto_reply: str = "", reply_interval: str = "") -> InboundResult:
+    """Apply STOP/START/HELP, choose the reply, and build the inbound event (SMS and WhatsApp alike).
+
+    ``reply_interval`` (``AUTO_REPLY_MIN_INTERVAL_SECONDS``, empty = off): at most one reply per sender number in
+    that many seconds (:func:`_reply_limited`), so a flood of inbound texts is not a flood of paid replies. The
+    WhatsApp confirmation of a STOP that opts the address out is always sent (the sender must learn it worked);
+    a repeated STOP from an address already opted out is limited like any reply. Every suppressed reply is logged,
+    and the event says ``reply_limited``; the event goes on the inbound queue either way."""
     sender = params.require("From")
     if _BAD_KEY_CHARS.search(sender) or len(sender) > 64:
         raise MalformedRequestError("From is not a phone number or address")
@@ -103,7 +110,9 @@ def handle_sms(params: Params, auto_reply: str = "") -> InboundResult:
     keyword = keyword_of(body)
     message_sid = params.first("MessageSid") or params.first("SmsSid")
     reply = auto_reply
+    confirms_opt_out = False
     if keyword in OPT_OUT:
+        confirms_opt_out = channel == "whatsapp" and bool(reply_interval) and not _already_opted_out(sender)
         optouts.record_optout(sender, keyword, message_sid)
         # On SMS Twilio itself confirms an opt-out (a reply of ours would be blocked anyway); on WhatsApp we do.
         reply = WHATSAPP_STOP_TEXT if channel == "whatsapp" else ""
@@ -114,6 +123,9 @@ def handle_sms(params: Params, auto_reply: str = "") -> InboundResult:
         log.info("opt-out cleared for %s (%s)", mask_number(sender), keyword)
     elif keyword in HELP:
         reply = HELP_TEXT
+    limited = bool(reply) and not confirms_opt_out and _reply_limited(sender, reply_interval)
+    if limited:
+        reply = ""
     event = {
         "type": "sms",
         "channel": channel,
@@ -125,11 +137,48 @@ def handle_sms(params: Params, auto_reply: str = "") -> InboundResult:
         "messaging_service_sid": params.first("MessagingServiceSid"),
         "media": _media(params),
         "keyword": keyword,
+        "reply_limited": limited,
         "received_at": _now(),
     }
     if channel == "whatsapp":  # what WhatsApp adds: the sender's profile name and WhatsApp id
         event.update(profile_name=params.first("ProfileName"), wa_id=params.first("WaId"))
     return InboundResult(twiml.sms_reply(reply), json.dumps(event))
+
+
+def _already_opted_out(sender: str) -> bool:
+    try:
+        return optouts.is_opted_out(sender)
+    except optouts.InvalidAddressError:  # not a phone address: no reply can be limited by number anyway
+        return False
+
+
+def _reply_limited(sender: str, setting: str) -> bool:
+    """True when a reply to ``sender`` must be suppressed: one went out within ``AUTO_REPLY_MIN_INTERVAL_SECONDS``
+    (``shared.guardrails``). Fails closed: a bad setting or an unreachable table means no reply (it costs nothing;
+    the inbound event is still queued), logged."""
+    from . import guardrails, storage
+    from .config import InvalidSettingError, get_settings
+
+    try:
+        interval = guardrails.reply_interval(get_settings()) if setting else None
+    except InvalidSettingError as exc:
+        log_throttled(log, logging.ERROR, "reply interval setting", "no replies to inbound messages: %s", exc)
+        return True
+    if interval is None:
+        return False
+    try:
+        since = guardrails.take_reply_slot(sender, interval)
+    except Exception as exc:  # noqa: BLE001 - storage down or the row too busy: no reply rather than many
+        if not (storage.is_storage_error(exc) or isinstance(exc, guardrails.GuardrailBusyError)):
+            raise
+        log.warning("reply to %s suppressed: reply limiter unavailable (%s)", mask_number(sender),
+                    type(exc).__name__)
+        return True
+    if since is None:
+        return False
+    log.info("reply to %s suppressed: last reply %.0f s ago (AUTO_REPLY_MIN_INTERVAL_SECONDS = %g)",
+             mask_number(sender), max(since, 0.0), interval)
+    return True
 
 
 RECORDING_STATUSES = frozenset({"in-progress", "completed", "absent", "failed"})

@@ -137,7 +137,8 @@ def twiml_say(params: Params) -> Reply:
 def sms(params: Params) -> Reply:
     from . import inbound
 
-    result = inbound.handle_sms(params, get_settings().sms_auto_reply)
+    settings = get_settings()
+    result = inbound.handle_sms(params, settings.sms_auto_reply, settings.auto_reply_min_interval_seconds)
     return Reply(body=result.twiml, event=result.event)
 
 

@@ -1,4 +1,4 @@
-// Alerts for operators (README, Operations): an action group mailing emailAddresses, three log alerts on
+// Alerts for operators (README, Operations): an action group mailing emailAddresses, four log alerts on
 // Application Insights, and the Key Vault's SecretNearExpiry / SecretExpired events raised as Azure Monitor alerts.
 // The KQL reads the app's outcome log lines by field (shared/sender.py `_log`; tests/unit/test_outcome_log_format.py
 // pins that format against the `parse` below).
@@ -20,6 +20,8 @@ param webhook5xxPercent int = 5
 
 var outcomeLogs = 'traces | where message startswith "outbound " and message has " outcome=" | parse message with "outbound " kind " id=" id " to=" to " outcome=" outcome " " detail | extend reason = iff(outcome == "dead_lettered", tostring(split(detail, ":")[0]), "")'
 var deadLetterQuery = '${outcomeLogs} | where outcome == "dead_lettered" | project timestamp, kind, id, reason, detail'
+// MAX_SENDS_PER_HOUR spent: sends are deferred to the next hour (shared/sender.py `_defer_for_budget`), not lost.
+var budgetDeferredQuery = '${outcomeLogs} | where outcome == "deferred" and detail startswith "budget_exhausted:" | project timestamp, kind, id, detail'
 var webhook5xxQuery = 'requests | where name !in ("send_sms", "place_call") | summarize total = count(), failed = countif(toint(resultCode) >= 500) | extend percent5xx = iff(total == 0, 0.0, 100.0 * failed / total)'
 var functionFailureQuery = 'requests | where success == false | project timestamp, name, resultCode, operation_Id'
 
@@ -69,6 +71,44 @@ resource deadLetters 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
               ]
             }
           ]
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}
+
+resource budgetDeferred 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'alert-budget-deferred-${namePrefix}'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'switchboard: hourly send budget spent'
+    description: 'MAX_SENDS_PER_HOUR was reached: sends are being deferred to the next hour (README, Guardrails). A runaway producer, or a budget set too low.'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT5M'
+    criteria: {
+      allOf: [
+        {
+          query: budgetDeferredQuery
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
           failingPeriods: {
             numberOfEvaluationPeriods: 1
             minFailingPeriodsToAlert: 1
@@ -204,6 +244,7 @@ resource secretExpiry 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2023-
 output actionGroupId string = actionGroup.id
 output alertIds array = [
   deadLetters.id
+  budgetDeferred.id
   webhook5xx.id
   functionFailures.id
 ]

@@ -35,6 +35,10 @@ param vaultCacheSeconds string
 param twilioHttpTimeoutSeconds string
 param reconcileSettleSeconds string
 param pythonThreadpoolThreadCount string
+param allowedDestinations string
+param maxSendsPerRecipientPerHour string
+param maxSendsPerHour string
+param autoReplyMinIntervalSeconds string
 
 @description('Spread instances over availability zones (regions that offer it for Flex; keeps 2+ always-ready instances, billed).')
 param zoneRedundant bool = false
@@ -191,6 +195,22 @@ resource app 'Microsoft.Web/sites@2024-11-01' = {
         {
           name: 'PYTHON_THREADPOOL_THREAD_COUNT'
           value: pythonThreadpoolThreadCount
+        }
+        {
+          name: 'ALLOWED_DESTINATIONS'
+          value: allowedDestinations
+        }
+        {
+          name: 'MAX_SENDS_PER_RECIPIENT_PER_HOUR'
+          value: maxSendsPerRecipientPerHour
+        }
+        {
+          name: 'MAX_SENDS_PER_HOUR'
+          value: maxSendsPerHour
+        }
+        {
+          name: 'AUTO_REPLY_MIN_INTERVAL_SECONDS'
+          value: autoReplyMinIntervalSeconds
         }
       ]
     }

@@ -25,7 +25,7 @@ ROLE_IDS = {
 STORAGE_ROLES = {ROLE_IDS[n] for n in ("Storage Blob Data Owner", "Storage Queue Data Contributor",
                                        "Storage Table Data Contributor")}
 DESIGN_QUEUES = {"outbound-sms", "outbound-calls", "inbound-sms"}
-DESIGN_TABLES = {"sends", "optouts"}
+DESIGN_TABLES = {"sends", "optouts", "guardrails"}  # guardrails: shared/guardrails.py (README, Guardrails)
 IDENTITY_STORAGE_SETTINGS = {
     "AzureWebJobsStorage__accountName", "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId",
     "AzureWebJobsStorage__blobServiceUri", "AzureWebJobsStorage__queueServiceUri",

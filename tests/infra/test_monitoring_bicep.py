@@ -28,7 +28,7 @@ def test_log_alerts_watch_dead_letters_webhook_5xx_and_function_failures(bicep: 
     rules = resources(bicep, "modules/alerts.bicep", "Microsoft.Insights/scheduledQueryRules")
     variables = {n: v["value"] for n, v in bicep["modules/alerts.bicep"]["variables"].items()}
     by_query = {r["properties"]["criteria"]["allOf"][0]["query"]: r for r in rules}
-    assert set(by_query) == {"deadLetterQuery", "webhook5xxQuery", "functionFailureQuery"}
+    assert set(by_query) == {"deadLetterQuery", "budgetDeferredQuery", "webhook5xxQuery", "functionFailureQuery"}
     for rule in rules:
         props = rule["properties"]
         assert rule["kind"] == "LogAlert"
@@ -41,6 +41,8 @@ def test_log_alerts_watch_dead_letters_webhook_5xx_and_function_failures(bicep: 
     assert "resultCode) >= 500" in variables["webhook5xxQuery"]
     assert by_query["webhook5xxQuery"]["properties"]["criteria"]["allOf"][0]["metricMeasureColumn"] == "percent5xx"
     assert "success == false" in variables["functionFailureQuery"]
+    assert 'outcome == "deferred"' in variables["budgetDeferredQuery"]
+    assert 'detail startswith "budget_exhausted:"' in variables["budgetDeferredQuery"]
 
 
 def test_twilio_secret_expiry_raises_an_alert_through_the_action_group(bicep: dict[str, Any]) -> None:
