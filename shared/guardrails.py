@@ -25,7 +25,8 @@ the sender puts it back on its queue invisible until the next hour, plus a littl
 none (every unit is one successful conditional write). Margins, all on the safe side or from the clock: a unit is
 spent per delivery that reaches the send step, so a retried or duplicate delivery may spend a second one (fewer
 sends, never more); each instance's clock decides when an hour starts (a row never goes back to an older hour, so
-skew moves the boundary, it does not add units); and being per clock hour, up to 2 x B can go out in the 60
+skew of less than an hour moves the boundary, it does not add units; a row written by a clock hours off is
+restarted, with an error line); and being per clock hour, up to 2 x B can go out in the 60
 minutes around a boundary. Cost per send: 1 read + 1 write while the shard it lands on has room (+1 pair per lost
 race); up to 16 reads to find the last units; none once this instance saw every shard full this hour (full shards
 stay full until the hour ends, so that is cached in process).
@@ -49,6 +50,7 @@ from typing import Any
 from . import ledger, storage
 from .config import InvalidSettingError, Settings
 from .destinations import phone_number
+from .throttled_log import log_throttled
 
 log = logging.getLogger("switchboard.guardrails")
 
@@ -256,15 +258,20 @@ def _take_from_shard(shard: int, share: int, window: int) -> BudgetUnit | None:
     partition = ledger.partition_key("budget", row_key)
     for attempt in range(MAX_TRIES):
         existing = _get(partition, row_key)
-        row_window = int(existing.get("window", -1)) if existing else -1
+        row_window = int(str(existing.get("window", -1))) if existing else -1  # a string: Int32 is too small
         count = int(existing.get("count", 0)) if existing else 0
-        if row_window < window:  # a new hour: this shard starts from zero
+        if row_window == window + 1:
+            # Another instance's clock is a little ahead and started the next hour: count into it (a row never
+            # goes back one hour, so clock skew moves the boundary without adding units).
+            pass
+        elif row_window != window:  # a new hour (or a row written by a clock hours off): start from zero
+            if row_window > window:
+                log_throttled(log, logging.ERROR, "budget clock", "budget shard %d was written for a window %d "
+                              "hours ahead of this instance's clock; restarting it", shard, row_window - window)
             row_window, count = window, 0
-        # row_window > window: another instance's clock is ahead and started the next hour; count into it
-        # (a row never goes back to an older hour, so skew moves the boundary without adding units).
         if count >= share:
             return None
-        entity = {"PartitionKey": partition, "RowKey": row_key, "window": row_window, "count": count + 1,
+        entity = {"PartitionKey": partition, "RowKey": row_key, "window": str(row_window), "count": count + 1,
                   "share": share}
         if _write(existing, entity):
             return BudgetUnit(shard, row_window)
