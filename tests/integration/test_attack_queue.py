@@ -97,6 +97,12 @@ CASES: list[tuple[str, str, Any, Any]] = [
     ("zero-width space inside number", "sms", sms(to="+1415\u200b5550100"), (INVALID, "to: not an E.164 number")),
     ("RTL override before number", "sms", sms(to="\u202e" + TO), (INVALID, "to: not an E.164 number")),
     ("15 digits is the E.164 maximum", "sms", sms(to="+49" + "2" * 13), "sent"),
+    ("local-only number without area code", "sms", sms(to="+15550100"),
+     (INVALID, "to: not a possible phone number: 7 digits after +1 is a local-only number in US")),
+    ("unassigned country code", "sms", sms(to="+999123456789"),
+     (INVALID, "to: not a possible phone number: it starts with no country code")),
+    ("whatsapp number too short", "sms", sms(to="whatsapp:+4420"),
+     (INVALID, "to: not a possible phone number: 2 digits after +44 is too short for GB")),
     ("15 digits where +1 has 10", "sms", sms(to="+1" + "2" * 14),
      (INVALID, "to: not a possible phone number: 14 digits after +1 is too long for US")),
     # ---- type confusion

@@ -97,6 +97,12 @@ REFUSED: list[tuple[str, list[str], str]] = [
      "content_variables: only applies with content_sid"),
     ("content variables not JSON", ["sms", "--to", TO, "--content-sid", "HX" + "a" * 32, "--content-variables",
                                     "{1: a}"], "content_variables: not valid JSON"),
+    ("to too short for its country", ["sms", "--to", "+1415555", "--body", "x"],
+     "to: not a possible phone number: 6 digits after +1 is too short for US"),
+    ("to with no country code", ["sms", "--to", "+999123456789", "--body", "x"],
+     "to: not a possible phone number: it starts with no country code"),
+    ("whatsapp to too long", ["sms", "--to", "whatsapp:+1" + "2" * 14, "--body", "x"],
+     "to: not a possible phone number: 14 digits after +1 is too long for US"),
     ("content variables NaN", ["sms", "--to", TO, "--content-sid", "HX" + "a" * 32, "--content-variables",
                                '{"1": NaN}'], "content_variables: not valid JSON"),
     ("content variables a list", ["sms", "--to", TO, "--content-sid", "HX" + "a" * 32, "--content-variables",
@@ -131,6 +137,23 @@ REFUSED: list[tuple[str, list[str], str]] = [
 @pytest.mark.parametrize(("argv", "rule"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
 def test_cli_refuses_with_exit_2_naming_the_rule_and_enqueues_nothing(capsys: Any, monkeypatch: Any, argv: list[str],
                                                                       rule: str) -> None:
+    touched: list[str] = []
+    monkeypatch.setattr("shared.storage.short_lived_queue", lambda name, **_: touched.append(name))
+    assert enqueue.main(argv) == enqueue.EXIT_INVALID
+    err = capsys.readouterr().err
+    assert rule in err and err.count("\n") == 1
+    assert touched == []
+
+
+@pytest.mark.parametrize(("argv", "rule"), [
+    (["sms", "--to", "+14165550100", "--body", "x"], "to: region CA is not in ALLOWED_DESTINATIONS (US)"),
+    (["sms", "--to", "whatsapp:+447911123456", "--body", "x"], "to: region GG is not in ALLOWED_DESTINATIONS (US)"),
+    (["call", "--to", "+18765550100", "--say", "x"], "to: region JM is not in ALLOWED_DESTINATIONS (US)"),
+    (["sms", "--to", "+882345678901", "--body", "x"], "to: non-geographic (no region) is not in ALLOWED_DESTINATIONS"),
+], ids=["+1 but Canada", "whatsapp Guernsey", "call to Jamaica", "satellite number"])
+def test_cli_refuses_a_region_outside_allowed_destinations_with_exit_2(capsys: Any, monkeypatch: Any,
+                                                                       argv: list[str], rule: str) -> None:
+    monkeypatch.setenv("ALLOWED_DESTINATIONS", "US")
     touched: list[str] = []
     monkeypatch.setattr("shared.storage.short_lived_queue", lambda name, **_: touched.append(name))
     assert enqueue.main(argv) == enqueue.EXIT_INVALID
