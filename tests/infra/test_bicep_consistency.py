@@ -145,6 +145,23 @@ def test_every_setting_is_in_local_settings_example() -> None:
     assert [s.name for s in SETTINGS if s.name not in values] == []
 
 
+def test_every_setting_is_in_the_readme_settings_table() -> None:
+    section = (ROOT / "README.md").read_text().split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert [s.name for s in SETTINGS if not any(f"`{s.name}`" in row for row in rows)] == []
+
+
+def test_guardrail_settings_are_bicep_parameters_off_by_default(main: dict[str, Any],
+                                                                 app_settings: dict[str, Any]) -> None:
+    names = {"ALLOWED_DESTINATIONS": "allowedDestinations", "MAX_SENDS_PER_RECIPIENT_PER_HOUR":
+             "maxSendsPerRecipientPerHour", "MAX_SENDS_PER_HOUR": "maxSendsPerHour",
+             "AUTO_REPLY_MIN_INTERVAL_SECONDS": "autoReplyMinIntervalSeconds"}
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    for setting, param in names.items():
+        assert main["parameters"][param]["default"] == "" and app_settings[setting] == "", setting
+        assert params[param]["value"] == "${" + setting + "}", setting
+
+
 def test_app_settings_with_a_code_default_deploy_that_default(app_settings: dict[str, Any]) -> None:
     for setting in SETTINGS:
         if setting.default and setting.name in app_settings:

@@ -51,6 +51,12 @@ def logged(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
     ("dead_lettered", "ambiguous: ambiguous: no answer within 2 s: Twilio may have accepted it", "ambiguous"),
     ("sent", "SM" + "a" * 32, ""),
     ("duplicate", "already sent as SM" + "b" * 32, ""),
+    ("dead_lettered", "recipient_rate_limited: recipient got 5 sends in the last 3600 s "
+                      "(MAX_SENDS_PER_RECIPIENT_PER_HOUR = 5)", "recipient_rate_limited"),
+    ("dead_lettered", "destination_not_allowed: to: region CA is not in ALLOWED_DESTINATIONS (US)",
+     "destination_not_allowed"),
+    ("deferred", "budget_exhausted: 100 sends per 3600 s spent (MAX_SENDS_PER_HOUR); the next window opens in "
+                 "12 s (requeued for 40 s)", ""),
 ])
 def test_outcome_lines_parse_into_kind_id_outcome_and_reason(caplog: pytest.LogCaptureFixture, outcome: str,
                                                              detail: str, reason: str) -> None:
