@@ -180,13 +180,22 @@ def _sender(message: OutboundMessage, settings: Settings) -> tuple[str | None, s
 def _defer(d: _Delivery, message: OutboundMessage, decoded: outbound.Decoded) -> Outcome:
     assert message.send_at is not None
     wait = (message.send_at - _now()).total_seconds()
-    hop = max(1, min(MAX_HOP_SECONDS, math.ceil(wait)))
-    document = dict(decoded.document)
-    document.setdefault("id", message.id)
-    text = outbound.encode(document, as_base64=decoded.was_base64)
-    storage.queue(d.queue_name).send_message(text, visibility_timeout=hop, time_to_live=-1)
+    hop = _requeue(d, message, math.ceil(wait), decoded)
     _log(d.kind, message.id, message.to, "deferred", f"until {message.send_at.isoformat()} (hop {hop} s)")
     return Outcome(d.kind, message.id, "deferred", reason=f"requeued for {hop} s")
+
+
+def _requeue(d: _Delivery, message: OutboundMessage, seconds: float,
+             decoded: outbound.Decoded | None = None) -> int:
+    """Put the message back on its queue, invisible for ``seconds`` (1 s to 7 days), as it arrived (raw or base64)
+    but with its resolved ``id`` written in: the copy gets a new queue message id, and the ledger key must not
+    change with it (an ``"id": null`` or absent id would otherwise default to the new one). Returns the hop."""
+    decoded = decoded or outbound.decode(d.body)
+    hop = max(1, min(MAX_HOP_SECONDS, math.ceil(seconds)))
+    document = {**decoded.document, "id": message.id}
+    storage.queue(d.queue_name).send_message(outbound.encode(document, as_base64=decoded.was_base64),
+                                             visibility_timeout=hop, time_to_live=-1)
+    return hop
 
 
 def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str | None]) -> Outcome:
@@ -274,12 +283,7 @@ def _guardrails(d: _Delivery, message: OutboundMessage) -> Outcome | None:
 def _defer_for_budget(d: _Delivery, message: OutboundMessage, exc: guardrails.BudgetExhaustedError) -> Outcome:
     """Over ``MAX_SENDS_PER_HOUR``: not dropped, put back on its queue invisible until the next window has room
     (as ``send_at`` does), with an outcome line the budget alert counts."""
-    hop = min(MAX_HOP_SECONDS, guardrails.defer_seconds(exc.retry_in))
-    decoded = outbound.decode(d.body)
-    document = dict(decoded.document)
-    document["id"] = message.id
-    storage.queue(d.queue_name).send_message(outbound.encode(document, as_base64=decoded.was_base64),
-                                             visibility_timeout=hop, time_to_live=-1)
+    hop = _requeue(d, message, guardrails.defer_seconds(exc.retry_in))
     _log(d.kind, message.id, message.to, "deferred", f"{BUDGET_EXHAUSTED}: {exc} (requeued for {hop} s)")
     return Outcome(d.kind, message.id, "deferred", reason=f"{BUDGET_EXHAUSTED}: requeued for {hop} s",
                    code=BUDGET_EXHAUSTED)
@@ -375,12 +379,7 @@ def _come_back_later(d: _Delivery, message: OutboundMessage, row: ledger.Row, re
     settings = get_settings()
     ready = reconcile.settled_at(row, twilio_timeout=settings.twilio_http_timeout,
                                  settle_seconds=settings.reconcile_settle_seconds)
-    hop = max(1, min(MAX_HOP_SECONDS, math.ceil((ready - _now()).total_seconds()) + 1))
-    decoded = outbound.decode(d.body)
-    document = dict(decoded.document)
-    document["id"] = message.id
-    storage.queue(d.queue_name).send_message(outbound.encode(document, as_base64=decoded.was_base64),
-                                             visibility_timeout=hop, time_to_live=-1)
+    hop = _requeue(d, message, (ready - _now()).total_seconds() + 1)
     _log(d.kind, message.id, message.to, "deferred", f"in doubt, reconciling in {hop} s: {reason}")
     return Outcome(d.kind, message.id, "deferred", reason=f"in doubt; requeued for {hop} s")
 

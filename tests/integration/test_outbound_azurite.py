@@ -372,19 +372,24 @@ def test_send_at_in_the_past_is_sent_now(outbound_env: Any) -> None:
     assert sender.process_sms(sms("past", send_at=when), "q", 1).result == "sent"
 
 
-def test_send_at_requeue_becomes_visible_and_keeps_the_id(outbound_env: Any) -> None:
+@pytest.mark.parametrize("given_id", [{}, {"id": None}], ids=["absent", "null"])
+def test_send_at_requeue_becomes_visible_and_keeps_the_id(outbound_env: Any, given_id: dict[str, Any]) -> None:
+    """The copy gets a new queue message id; the ledger key must stay the original one (``null`` = absent)."""
+    import uuid
+
     from shared import storage
     from tests.peers.ports import wait_until
 
+    original = f"orig-qid-{uuid.uuid4().hex[:8]}"
     when = (datetime.now(timezone.utc) + timedelta(seconds=1.5)).isoformat()
-    assert sender.process_sms(json.dumps({"to": TO, "body": "soon", "send_at": when}), "orig-qid", 1).result == \
-        "deferred"
+    body = json.dumps({**given_id, "to": TO, "body": "soon", "send_at": when})
+    assert sender.process_sms(body, original, 1).result == "deferred"
     client = storage.queue(sms_queue())
     wait_until(lambda: bool(client.peek_messages()), 10, "the deferred message to become visible")
     [message] = client.receive_messages()
-    assert json.loads(message.content)["id"] == "orig-qid"
+    assert json.loads(message.content)["id"] == original
     assert sender.process_sms(message.content, message.id, 1).result == "sent"
-    assert row("sms", "orig-qid").status == "sent"
+    assert row("sms", original).status == "sent"
 
 
 def test_call_queue_poison_is_separate(outbound_env: Any) -> None:
