@@ -375,12 +375,7 @@ class TwilioFake:
             params.update(CallSid=record.sid, CallStatus=status, Direction="outbound-api")
         if error_code:
             params["ErrorCode"] = error_code
-        signature = RequestValidator(token).compute_signature(url, params)
-        target = url
-        if deliver_to:
-            parts = urlsplit(url)
-            target = deliver_to.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
-        return requests.post(target, data=params, headers={"X-Twilio-Signature": signature}, timeout=10)
+        return _post_signed(url, params, token=token, deliver_to=deliver_to)
 
     # ------------------------------------------------------------ read-back and phone numbers
     # Kept apart from the create path above: fetch one message/call by SID, list them by ``To`` (used by
@@ -494,12 +489,7 @@ class TwilioFake:
         url = record.first("AsyncAmdStatusCallback")
         params = {"AccountSid": self.account_sid, "CallSid": call_sid or record.sid, "AnsweredBy": answered_by,
                   "MachineDetectionDuration": "2500"}
-        signature = RequestValidator(token).compute_signature(url, params)
-        target = url
-        if deliver_to:
-            parts = urlsplit(url)
-            target = deliver_to.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
-        return requests.post(target, data=params, headers={"X-Twilio-Signature": signature}, timeout=10)
+        return _post_signed(url, params, token=token, deliver_to=deliver_to)
 
     def _page(self, path: str, key: str, items: list[dict[str, Any]], query: dict[str, list[str]]) -> dict[str, Any]:
         size = max(1, min(1000, int(query.get("PageSize", ["50"])[0] or 50)))
@@ -527,6 +517,17 @@ def _list_filter_matches(kind: str, body: dict[str, Any], one: Callable[[str], s
         if wanted and (day is None or not test(day, wanted)):
             return False
     return True
+
+
+def _post_signed(url: str, params: dict[str, str], *, token: str, deliver_to: str | None) -> requests.Response:
+    """POST ``params`` signed for ``url`` as Twilio signs webhooks; ``deliver_to`` replaces scheme and host (the
+    public URL is what is signed; the app listens on loopback)."""
+    signature = RequestValidator(token).compute_signature(url, params)
+    target = url
+    if deliver_to:
+        parts = urlsplit(url)
+        target = deliver_to.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+    return requests.post(target, data=params, headers={"X-Twilio-Signature": signature}, timeout=10)
 
 
 class _Server(ThreadingHTTPServer):
