@@ -13,6 +13,7 @@ import json
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 
 def _bicep_files(args: list[str]) -> list[Path]:
@@ -39,9 +40,28 @@ def dump_bicep(args: list[str]) -> int:
 
 
 def dump_yaml(path: str) -> int:
+    """A repeated key is an error, not "the last one wins": azd would silently drop the first block."""
     import yaml
 
-    json.dump(yaml.safe_load(Path(path).read_text()), sys.stdout)
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node, deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        document = yaml.load(Path(path).read_text(), Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return 1
+    json.dump(document, sys.stdout)
     return 0
 
 

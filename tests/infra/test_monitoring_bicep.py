@@ -111,6 +111,13 @@ def test_public_base_url_is_set_from_the_apps_default_host_name(bicep: dict[str,
     assert "union" in text and "PUBLIC_BASE_URL" in text and "/config/appsettings" in text
 
 
+def test_azure_yaml_keeps_both_hooks_bytecode_before_packaging_and_the_number_after_provisioning() -> None:
+    """load_yaml refuses a repeated key: two ``hooks:`` blocks once made azd drop the prepackage one."""
+    doc = load_yaml(ROOT / "azure.yaml")
+    assert set(doc["hooks"]) == {"prepackage", "postprovision"}
+    assert "compileall" in doc["hooks"]["prepackage"]["posix"]["run"]
+
+
 def test_post_provision_hook_is_wired_and_never_deployed() -> None:
     doc = load_yaml(ROOT / "azure.yaml")
     hook = doc["hooks"]["postprovision"]
