@@ -305,7 +305,8 @@ def run(sends: int = 800, latencies_ms: tuple[int, ...] = (0, 150), chunk: int =
         section.rows += [
             Row("outbound", "vault reads per send", vault_reads / count_sends, None, "", "", "~0 (cached)",
                 vault_reads / count_sends < 0.05),
-            Row("outbound", "table ops per send", table_ops, None, "", "", "<= 3", table_ops <= 3.0 + 1e-9),
+            # opt-out read, claim, record, SID index (reconciliation must know whose a SID is): all needed.
+            Row("outbound", "table ops per send", table_ops, None, "", "", "<= 4", table_ops <= 4.0 + 1e-9),
             Row("outbound", "Twilio requests per send", per_send.get("twilio", 0.0), 1.0, "", "raw requests",
                 "== 1", abs(per_send.get("twilio", 0.0) - 1.0) < 1e-9),
         ]
