@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -130,3 +131,21 @@ def quiet_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra or {})
     return env
+
+
+def use_app_environment(stack: ExitStack, values: dict[str, str], *, unset: Sequence[str] = ()) -> None:
+    """Set ``values`` and remove ``unset`` in this process's environment (the app reads its settings there);
+    ``stack`` restores every variable as it was when it closes."""
+    saved = {k: os.environ.get(k) for k in [*values, *unset]}
+    os.environ.update(values)
+    for name in unset:
+        os.environ.pop(name, None)
+
+    def restore() -> None:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    stack.callback(restore)

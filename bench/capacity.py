@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import re
 import threading
@@ -106,7 +105,7 @@ class RequestCounter:
 
 def measure(sends: int, callbacks: list[str]) -> tuple[dict[str, float], list[str]]:
     """Run ``sends`` real sends (queue → sender → Twilio fake → status callbacks) and count requests per send."""
-    from bench._common import indexed_functions
+    from bench._common import indexed_functions, use_app_environment
     from bench._twilio_proc import TwilioFakeProcess
     from tests.peers.azurite import start_azurite
     from tests.twilio_signing import form_body, sign_form
@@ -122,12 +121,7 @@ def measure(sends: int, callbacks: list[str]) -> tuple[dict[str, float], list[st
                "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_FROM_NUMBER": FROM, "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
                "TWILIO_API_BASE_URL": twilio.base_url, "SMS_QUEUE": f"capacity-sms-{run_id}",
                "CALL_QUEUE": f"capacity-calls-{run_id}", "INBOUND_QUEUE": f"capacity-inbound-{run_id}"}
-        saved = {k: os.environ.get(k) for k in [*env, "KEY_VAULT_URL", "TWILIO_API_KEY_SID"]}
-        os.environ.update(env)
-        os.environ.pop("KEY_VAULT_URL", None)
-        os.environ.pop("TWILIO_API_KEY_SID", None)
-        stack.callback(lambda: [os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-                                for k, v in saved.items()])
+        use_app_environment(stack, env, unset=("KEY_VAULT_URL", "TWILIO_API_KEY_SID"))
 
         import azure.functions as func
 

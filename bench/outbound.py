@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -28,7 +27,7 @@ from contextlib import ExitStack
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from bench._common import Row, Section, indexed_functions, percentile, render
+from bench._common import Row, Section, indexed_functions, percentile, render, use_app_environment
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "bench-vault-auth-token-5e1f0c2a9d"
@@ -189,12 +188,7 @@ def run(sends: int = 800, latencies_ms: tuple[int, ...] = (0, 150), chunk: int =
             "TWILIO_API_BASE_URL": twilio.base_url, "SMS_QUEUE": f"bench-sms-{run_id}",
             "CALL_QUEUE": f"bench-calls-{run_id}", "INBOUND_QUEUE": f"bench-inbound-{run_id}",
         }
-        saved = {k: os.environ.get(k) for k in [*env, "TWILIO_AUTH_TOKEN", "TWILIO_API_KEY_SID"]}
-        os.environ.update(env)
-        os.environ.pop("TWILIO_AUTH_TOKEN", None)
-        os.environ.pop("TWILIO_API_KEY_SID", None)
-        stack.callback(lambda: [os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-                                for k, v in saved.items()])
+        use_app_environment(stack, env, unset=("TWILIO_AUTH_TOKEN", "TWILIO_API_KEY_SID"))
 
         # The Functions worker sets the root logger to INFO and ships every record: do the same.
         root = logging.getLogger()
