@@ -47,7 +47,7 @@ _KEY = re.compile(r"PartitionKey='([^']*)'")
 
 @dataclass
 class Counted:
-    """Requests per peer and class, from a wrapper around ``requests.Session.send``."""
+    """Requests per peer and class, from a wrapper around urllib3's connection pool (under every client)."""
 
     counts: Counter[str]
 
@@ -63,44 +63,43 @@ class RequestCounter:
         self._lock = threading.Lock()
         self._original: Any = None
 
-    def _classify(self, request: Any) -> str:
-        url = urlsplit(request.url)
-        peer = self.peers.get(url.netloc, "other")
-        path = unquote(url.path)
+    def _classify(self, netloc: str, method: str, url: str, body: Any) -> str:
+        peer = self.peers.get(netloc, "other")
+        path = unquote(urlsplit(url).path)
         if peer == "table":
             match = _KEY.search(path)
             partition = match.group(1) if match else ""
-            if not partition and request.body:
+            if not partition and body:
                 try:
-                    partition = json.loads(request.body).get("PartitionKey", "")
+                    partition = json.loads(body).get("PartitionKey", "")
                 except (ValueError, AttributeError):
                     partition = ""
             if "/optouts" in path:
                 return "table: opt-out"
             return "table: SID index" if partition.startswith("sid-") else "table: send row"
         if peer == "queue":
-            return f"queue: {request.method}"
+            return f"queue: {method}"
         return peer
 
     def install(self) -> None:
-        import requests
+        from urllib3.connectionpool import HTTPConnectionPool
 
-        original = self._original = requests.Session.send
+        original = self._original = HTTPConnectionPool.urlopen
         counter = self
 
-        def send(session: Any, request: Any, **kwargs: Any) -> Any:
-            name = counter._classify(request)
+        def urlopen(pool: Any, method: str, url: str, body: Any = None, *args: Any, **kwargs: Any) -> Any:
+            name = counter._classify(f"{pool.host}:{pool.port}", method, url, body)
             with counter._lock:
                 counter.counts[name] += 1
-            return original(session, request, **kwargs)
+            return original(pool, method, url, body, *args, **kwargs)
 
-        requests.Session.send = send  # type: ignore[method-assign]
+        HTTPConnectionPool.urlopen = urlopen  # type: ignore[method-assign]
 
     def uninstall(self) -> None:
-        import requests
+        from urllib3.connectionpool import HTTPConnectionPool
 
         if self._original is not None:
-            requests.Session.send = self._original  # type: ignore[method-assign]
+            HTTPConnectionPool.urlopen = self._original  # type: ignore[method-assign]
 
 
 def measure(sends: int, callbacks: list[str]) -> tuple[dict[str, float], list[str]]:

@@ -38,7 +38,8 @@ BODY = "Your appointment is confirmed for Tuesday 10:30. Reply HELP for help."
 
 
 class HttpMeter:
-    """Counts and times every ``requests.Session.send`` by peer (host:port → name)."""
+    """Counts and times every HTTP exchange by peer (host:port → name), at urllib3's connection pool: what requests
+    (Key Vault, the raw sender) and the app's urllib3 clients (tables, Twilio) all go through."""
 
     def __init__(self) -> None:
         self.names: dict[str, str] = {}
@@ -52,30 +53,30 @@ class HttpMeter:
         self.names[netloc] = peer
 
     def install(self) -> None:
-        import requests
+        from urllib3.connectionpool import HTTPConnectionPool
 
-        original = self._original = requests.Session.send
+        original = self._original = HTTPConnectionPool.urlopen
         meter = self
 
-        def send(session: Any, request: Any, **kwargs: Any) -> Any:
-            peer = meter.names.get(urlsplit(request.url).netloc, "other")
+        def urlopen(pool: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            peer = meter.names.get(f"{pool.host}:{pool.port}", "other")
             start = time.perf_counter()
             try:
-                return original(session, request, **kwargs)
+                return original(pool, method, url, *args, **kwargs)
             finally:
                 elapsed = time.perf_counter() - start
                 with meter._lock:
                     meter.count[peer] += 1
                     meter.seconds[peer] += elapsed
-                    meter.by_method[(peer, request.method)] += 1
+                    meter.by_method[(peer, method)] += 1
 
-        requests.Session.send = send  # type: ignore[method-assign]
+        HTTPConnectionPool.urlopen = urlopen  # type: ignore[method-assign]
 
     def uninstall(self) -> None:
-        import requests
+        from urllib3.connectionpool import HTTPConnectionPool
 
         if self._original is not None:
-            requests.Session.send = self._original  # type: ignore[method-assign]
+            HTTPConnectionPool.urlopen = self._original  # type: ignore[method-assign]
             self._original = None
 
     def reset(self) -> None:

@@ -135,7 +135,7 @@ def _get(partition: str, row_key: str) -> Any:
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
-        return storage.table(TABLE).get_entity(partition_key=partition, row_key=row_key)
+        return storage.point_table(TABLE).get_entity(partition_key=partition, row_key=row_key)
     except ResourceNotFoundError:
         return None
 
@@ -147,7 +147,7 @@ def _write(existing: Any, entity: dict[str, Any]) -> bool:
     from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
     from azure.data.tables import UpdateMode
 
-    table = storage.table(TABLE)
+    table = storage.point_table(TABLE)
     try:
         if existing is None:
             table.create_entity(entity)

@@ -51,6 +51,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from . import storage
+from .point_table import Entity
 
 log = logging.getLogger("switchboard.ledger")
 
@@ -137,7 +138,7 @@ def _get_at(kind: str, ident: str, partition: str) -> Row | None:
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
-        return _row(kind, storage.table(TABLE).get_entity(partition_key=partition, row_key=ident))
+        return _row(kind, storage.point_table(TABLE).get_entity(partition_key=partition, row_key=ident))
     except ResourceNotFoundError:
         return None
 
@@ -181,7 +182,7 @@ def try_claim(kind: str, ident: str, **extra: Any) -> tuple[bool, Row]:
     entity = {"PartitionKey": partition_key(kind, ident), "RowKey": ident, "kind": kind, "status": "claimed",
               "attempts": 1, "claimed_at": now, "created_at": now, "updated_at": now, "claim_token": token, **extra}
     try:
-        meta = storage.table(TABLE).create_entity(entity)
+        meta = storage.point_table(TABLE).create_entity(entity)
     except ResourceExistsError:
         row = get(kind, ident)
         if row is None:  # deleted in between (only an operator would): try once more
@@ -201,8 +202,8 @@ def insert_if_absent(kind: str, ident: str, **values: Any) -> Row | None:
         return old
     now = _now()
     try:
-        storage.table(TABLE).create_entity({"PartitionKey": partition_key(kind, ident), "RowKey": ident,
-                                            "kind": kind, "created_at": now, "updated_at": now, **values})
+        storage.point_table(TABLE).create_entity({"PartitionKey": partition_key(kind, ident), "RowKey": ident,
+                                                  "kind": kind, "created_at": now, "updated_at": now, **values})
         return None
     except ResourceExistsError:
         return get(kind, ident)
@@ -218,20 +219,12 @@ def update(row: Row, **values: Any) -> Row:
     values["updated_at"] = _now()
     entity = {"PartitionKey": row.partition_key, "RowKey": row.id, **values}
     try:
-        meta = storage.table(TABLE).update_entity(entity, mode=UpdateMode.MERGE, etag=row.etag,
-                                                  match_condition=MatchConditions.IfNotModified)
+        meta = storage.point_table(TABLE).update_entity(entity, mode=UpdateMode.MERGE, etag=row.etag,
+                                                        match_condition=MatchConditions.IfNotModified)
     except (ResourceModifiedError, ResourceNotFoundError) as exc:
         raise LedgerConflictError(f"{row.kind}/{row.id} changed since read ({type(exc).__name__})") from None
     merged = {**row.fields, **values, "PartitionKey": row.partition_key}
-    return _row(row.kind, _Entity(merged, meta.get("etag", "")))
-
-
-class _Entity(dict):
-    """Enough of a TableEntity (a dict with ``.metadata``) to rebuild a :class:`Row` after an update."""
-
-    def __init__(self, values: Mapping[str, Any], etag: str) -> None:
-        super().__init__(values)
-        self.metadata = {"etag": etag}
+    return _row(row.kind, Entity(merged, {"etag": meta.get("etag", "")}))
 
 
 def status_rank(kind: str, status: str) -> int:
@@ -307,8 +300,8 @@ def remember_sid(kind: str, sid: str, ident: str) -> None:
     if not sid:
         return
     try:
-        storage.table(TABLE).create_entity({"PartitionKey": _sid_partition(sid), "RowKey": sid, "id": ident,
-                                            "kind": kind})
+        storage.point_table(TABLE).create_entity({"PartitionKey": _sid_partition(sid), "RowKey": sid,
+                                                  "id": ident, "kind": kind})
     except ResourceExistsError:
         owner = id_for_sid(kind, sid)
         if owner not in (None, ident):
@@ -320,7 +313,7 @@ def id_for_sid(kind: str, sid: str) -> str | None:
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
-        entity = storage.table(TABLE).get_entity(partition_key=_sid_partition(sid), row_key=sid)
+        entity = storage.point_table(TABLE).get_entity(partition_key=_sid_partition(sid), row_key=sid)
     except ResourceNotFoundError:
         return None
     return str(entity.get("id") or "") or None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 from .config import MissingSettingError, get_settings
 
@@ -139,6 +140,39 @@ def table(name: str) -> Any:
         service.create_table_if_not_exists(name)
         client = _clients.setdefault(key, service.get_table_client(name))
     return client
+
+
+def point_table(name: str) -> Any:
+    """The client for point reads and writes on table ``name``: :class:`shared.point_table.PointTableClient`
+    (a fraction of the SDK's CPU per call), or the SDK's ``TableClient`` for a connection string it does not
+    sign for. Made once per process; the table is created on first use (by the SDK, off the hot path)."""
+    key = ("point", name)
+    client = _clients.get(key)
+    if client is None:
+        sdk_client = table(name)
+        client = _clients.setdefault(key, _make_point_table(name) or sdk_client)
+    return client
+
+
+def _make_point_table(name: str) -> Any:
+    from .point_table import PointTableClient, TableAccount, UnsupportedConnectionError, \
+        account_from_connection_string
+    from .transport import OriginPool
+
+    conn = connection_string()
+    if conn:
+        try:
+            account = account_from_connection_string(conn)
+        except UnsupportedConnectionError:
+            return None
+    else:
+        endpoint = _identity_endpoint("table")
+        account = TableAccount(endpoint.rstrip("/"), (urlsplit(endpoint).hostname or "").split(".")[0],
+                               credential=_credential())
+    return PointTableClient(account, name, pool=OriginPool(account.endpoint, timeout_seconds=STORAGE_TIMEOUT_SECONDS),
+                            retries=STORAGE_RETRIES,
+                            backoff_seconds=STORAGE_BACKOFF_SECONDS, backoff_max_seconds=STORAGE_BACKOFF_MAX_SECONDS,
+                            retry_after_max_seconds=STORAGE_RETRY_AFTER_MAX_SECONDS)
 
 
 def queue(name: str) -> Any:

@@ -114,3 +114,55 @@ def azure_transport(**options: Any) -> Any:
     session = new_session(max_retries=Retry(total=False, redirect=False, raise_on_status=False))
     return RequestsTransport(session=session, session_owner=True, **options)
 
+
+
+
+class OriginPool:
+    """Pooled HTTP(S) connections to one origin (``scheme://host:port``) on urllib3, for the app's own lean
+    clients (``shared.point_table``, ``shared.twilio_http``): TLS verified against ``REQUESTS_CA_BUNDLE`` /
+    ``CURL_CA_BUNDLE`` or certifi's bundle, as requests does; through the proxy the environment names for the
+    origin (else direct); one connection per worker thread; a default timeout for connect and read, each.
+    Nothing is retried or redirected here: whether a request may be sent again is the caller's decision.
+
+    Direct connections go straight to urllib3's connection pool for the origin (the pool manager's URL parsing
+    and pool lookup per request cost a tenth of a call's CPU); proxied ones through its ``ProxyManager``."""
+
+    def __init__(self, url: str, *, timeout_seconds: float, max_connections: int | None = None) -> None:
+        import urllib3
+        from urllib3.connectionpool import connection_from_url
+
+        parts = urlsplit(url)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.timeout = urllib3.Timeout(connect=timeout_seconds, read=timeout_seconds)
+        env = http_environment()
+        options: dict[str, Any] = {"maxsize": max_connections or pool_size(), "retries": False,
+                                   "timeout": self.timeout}
+        if parts.scheme.lower() == "https":
+            options.update(cert_reqs="CERT_REQUIRED", ca_certs=env.ca_bundle or _certifi_bundle())
+        proxy = next(iter(env.proxies_for(url).values()), "")
+        self._manager = urllib3.ProxyManager(proxy, num_pools=2, **options) if proxy else None
+        self._pool = None if proxy else connection_from_url(self.origin, **options)
+
+    def request(self, method: str, target: str, *, body: bytes | None = None, headers: dict[str, str],
+                timeout: Any = None) -> Any:
+        """Send ``method`` ``target`` (path and query) and read the whole answer: a urllib3 response. Raises
+        urllib3's errors (``ConnectTimeoutError``/``NewConnectionError``: never sent; ``ReadTimeoutError``,
+        ``ProtocolError``: the request may have been written)."""
+        options = {"body": body, "headers": headers, "retries": False, "redirect": False,
+                   "timeout": timeout or self.timeout}
+        if self._pool is not None:
+            return self._pool.urlopen(method, target, **options)
+        return self._manager.urlopen(method, self.origin + target, **options)
+
+    def clear(self) -> None:
+        """Close the pooled connections."""
+        if self._pool is not None:
+            self._pool.close()
+        elif self._manager is not None:
+            self._manager.clear()
+
+
+def _certifi_bundle() -> str:
+    import certifi
+
+    return certifi.where()

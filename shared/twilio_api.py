@@ -80,26 +80,14 @@ _credentials: tuple[str, str] | None = None
 
 
 def _make_http_client(timeout: float) -> Any:
-    from twilio.http.http_client import TwilioHttpClient
+    from .twilio_http import PooledTwilioHttpClient
 
-    from .transport import new_session
-
-    class TimeoutHttpClient(TwilioHttpClient):
-        """TwilioHttpClient that always sends a timeout and never retries a POST by itself."""
-
-        def request(self, method: str, url: str, params: Any = None, data: Any = None, headers: Any = None,
-                    auth: Any = None, timeout: float | None = None, allow_redirects: bool = False) -> Any:
-            return super().request(method, url, params=params, data=data, headers=headers, auth=auth,
-                                   timeout=timeout or self.timeout, allow_redirects=allow_redirects)
-
-    # The SDK logs ~10 INFO lines per request (never the body or auth); keep them out unless asked for.
+    # The SDK's request log (method and path, never the body or auth) stays out unless asked for.
     http_log = logging.getLogger("switchboard.twilio.http")
     if http_log.level == logging.NOTSET:
         http_log.setLevel(logging.WARNING)
-    http = TimeoutHttpClient(pool_connections=True, timeout=timeout, logger=http_log)
-    # Proxy/CA settings read once per process, one pooled connection per worker thread, no retries.
-    http.session = new_session(max_retries=0)
-    return http
+    # urllib3 pool, proxy/CA settings read once per process, one connection per worker thread, no retries.
+    return PooledTwilioHttpClient(timeout=timeout, logger=http_log)
 
 
 def _current_credentials() -> tuple[str, str, str]:
@@ -141,8 +129,8 @@ def reset_client() -> None:
     """Forget the client (tests change settings between cases)."""
     global _client, _credentials
     with _lock:
-        if _client is not None and getattr(_client.http_client, "session", None) is not None:
-            _client.http_client.session.close()
+        if _client is not None and hasattr(_client.http_client, "close"):
+            _client.http_client.close()
         _client = None
         _credentials = None
 
@@ -250,8 +238,8 @@ def _call(create: Callable[[Any], Any], client: Any) -> Any:
 
 def classify(exc: BaseException) -> BaseException:
     """Map an SDK / HTTP exception to a :class:`TwilioSendError` subclass (others come back unchanged)."""
-    import requests
     from twilio.base.exceptions import TwilioException, TwilioRestException
+    from urllib3.exceptions import ConnectTimeoutError, HTTPError, ReadTimeoutError
 
     if isinstance(exc, TwilioRestException):
         status, code = int(exc.status), exc.code
@@ -262,16 +250,19 @@ def classify(exc: BaseException) -> BaseException:
         if status == 429 or code in RATE_LIMIT_CODES or status >= 500:
             return TransientTwilioError(detail, maybe_sent=False, http_status=status, code=code)
         return PermanentTwilioError(detail, http_status=status, code=code)
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return TransientTwilioError("connect timeout: request not sent", maybe_sent=False)
-    if isinstance(exc, requests.exceptions.Timeout):
-        timeout = get_settings().twilio_http_timeout
-        return TransientTwilioError(f"no answer within {timeout:g} s: Twilio may have accepted it", maybe_sent=True)
-    if isinstance(exc, requests.exceptions.ConnectionError):
+    if isinstance(exc, ConnectTimeoutError):  # NewConnectionError (refused, DNS) is one too
         if _never_connected(exc):
             return TransientTwilioError(f"cannot connect: {_short(exc)}", maybe_sent=False)
+        return TransientTwilioError("connect timeout: request not sent", maybe_sent=False)
+    if isinstance(exc, ReadTimeoutError):
+        timeout = get_settings().twilio_http_timeout
+        return TransientTwilioError(f"no answer within {timeout:g} s: Twilio may have accepted it", maybe_sent=True)
+    if isinstance(exc, HTTPError):
+        if _never_connected(exc):  # e.g. the proxy could not be reached
+            return TransientTwilioError(f"cannot connect: {_short(exc)}", maybe_sent=False)
+        # Connection lost or reset, TLS error, broken answer: the request may have been written.
         return TransientTwilioError(f"connection lost after sending: {_short(exc)}", maybe_sent=True)
-    if isinstance(exc, (requests.exceptions.RequestException, TwilioException)):
+    if isinstance(exc, TwilioException):
         return TransientTwilioError(f"unreadable answer: {_short(exc)}", maybe_sent=True)
     return exc
 

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 import pytest
-import requests
+import urllib3
 from twilio.base.exceptions import TwilioRestException
 
 from shared import twilio_api
@@ -34,8 +34,12 @@ def test_rest_errors_are_classified(status: int, code: int | None, cls: type, ma
 
 
 def test_read_timeout_may_have_sent_connect_failure_did_not() -> None:
-    assert classify(requests.exceptions.ReadTimeout("read timed out")).maybe_sent is True
-    assert classify(requests.exceptions.ConnectTimeout("connect timed out")).maybe_sent is False
+    assert classify(urllib3.exceptions.ReadTimeoutError(None, "/x", "read timed out")).maybe_sent is True
+    assert classify(urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError())).maybe_sent is True
+    assert classify(urllib3.exceptions.ConnectTimeoutError(None, "connect timed out")).maybe_sent is False
+    refused = urllib3.exceptions.NewConnectionError(None, "Failed to establish a new connection: refused")
+    assert classify(refused).maybe_sent is False
+    assert classify(urllib3.exceptions.ProxyError("Unable to connect to proxy", refused)).maybe_sent is False
 
 
 def test_one_client_per_process_with_the_base_url(twilio_fake: Any) -> None:
@@ -45,18 +49,19 @@ def test_one_client_per_process_with_the_base_url(twilio_fake: Any) -> None:
 
 def test_every_request_carries_the_timeout(twilio_fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Any] = []
-    real_send = requests.Session.send
+    real_urlopen = urllib3.HTTPConnectionPool.urlopen
 
-    def send(self: requests.Session, request: Any, **kwargs: Any) -> Any:
-        seen.append(kwargs.get("timeout"))
-        return real_send(self, request, **kwargs)
+    def urlopen(self: urllib3.HTTPConnectionPool, method: str, url: str, **kwargs: Any) -> Any:
+        timeout = kwargs.get("timeout")
+        seen.append((timeout.connect_timeout, timeout.read_timeout, kwargs.get("retries")))
+        return real_urlopen(self, method, url, **kwargs)
 
-    monkeypatch.setattr(requests.Session, "send", send)
+    monkeypatch.setattr(urllib3.HTTPConnectionPool, "urlopen", urlopen)
     message = validate("sms", {"id": "t1", "to": TO, "body": "x"})
     twilio_api.send_sms(message, from_=TEST_FROM, messaging_service_sid=None)  # type: ignore[arg-type]
     twilio_api.place_call(validate("call", {"id": "t2", "to": TO, "url": "https://e.com/x"}),  # type: ignore[arg-type]
                           from_=TEST_FROM)
-    assert seen == [2.0, 2.0]
+    assert seen == [(2.0, 2.0, False), (2.0, 2.0, False)]  # connect and read timeouts, never a retry
 
 
 def test_slow_twilio_times_out_as_maybe_sent(twilio_fake: Any) -> None:
