@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -149,3 +151,40 @@ def use_app_environment(stack: ExitStack, values: dict[str, str], *, unset: Sequ
                 os.environ[name] = value
 
     stack.callback(restore)
+
+
+HttpObserver = Callable[[str, str, str, Any, float], None]  # (host:port, method, target, body, seconds)
+
+
+def observe_http(observer: HttpObserver) -> Callable[[], None]:
+    """Call ``observer`` after every HTTP exchange of this process: the app's own pools
+    (``shared.transport.OriginPool``: tables, Twilio) and urllib3's (requests: Key Vault, queues, the raw sender).
+    Returns the function that stops observing."""
+    from urllib3.connectionpool import HTTPConnectionPool
+
+    from shared.transport import OriginPool
+
+    original_urlopen, original_request = HTTPConnectionPool.urlopen, OriginPool.request
+
+    def urlopen(pool: Any, method: str, url: str, body: Any = None, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original_urlopen(pool, method, url, body, *args, **kwargs)
+        finally:
+            observer(f"{pool.host}:{pool.port}", method, url, body, time.perf_counter() - start)
+
+    def request(pool: Any, method: str, target: str, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original_request(pool, method, target, **kwargs)
+        finally:
+            observer(urlsplit(pool.origin).netloc, method, target, kwargs.get("body"), time.perf_counter() - start)
+
+    HTTPConnectionPool.urlopen = urlopen  # type: ignore[method-assign]
+    OriginPool.request = request  # type: ignore[method-assign]
+
+    def stop() -> None:
+        HTTPConnectionPool.urlopen = original_urlopen  # type: ignore[method-assign]
+        OriginPool.request = original_request  # type: ignore[method-assign]
+
+    return stop

@@ -47,7 +47,7 @@ _KEY = re.compile(r"PartitionKey='([^']*)'")
 
 @dataclass
 class Counted:
-    """Requests per peer and class, from a wrapper around urllib3's connection pool (under every client)."""
+    """Requests per peer and class, as ``bench._common.observe_http`` sees them."""
 
     counts: Counter[str]
 
@@ -61,7 +61,7 @@ class RequestCounter:
                       twilio_netloc: "twilio"}
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._original: Any = None
+        self._stop: Any = None
 
     def _classify(self, netloc: str, method: str, url: str, body: Any) -> str:
         peer = self.peers.get(netloc, "other")
@@ -82,24 +82,19 @@ class RequestCounter:
         return peer
 
     def install(self) -> None:
-        from urllib3.connectionpool import HTTPConnectionPool
+        from bench._common import observe_http
 
-        original = self._original = HTTPConnectionPool.urlopen
-        counter = self
+        self._stop = observe_http(self._seen)
 
-        def urlopen(pool: Any, method: str, url: str, body: Any = None, *args: Any, **kwargs: Any) -> Any:
-            name = counter._classify(f"{pool.host}:{pool.port}", method, url, body)
-            with counter._lock:
-                counter.counts[name] += 1
-            return original(pool, method, url, body, *args, **kwargs)
-
-        HTTPConnectionPool.urlopen = urlopen  # type: ignore[method-assign]
+    def _seen(self, netloc: str, method: str, target: str, body: Any, seconds: float) -> None:
+        name = self._classify(netloc, method, target, body)
+        with self._lock:
+            self.counts[name] += 1
 
     def uninstall(self) -> None:
-        from urllib3.connectionpool import HTTPConnectionPool
-
-        if self._original is not None:
-            HTTPConnectionPool.urlopen = self._original  # type: ignore[method-assign]
+        if self._stop is not None:
+            self._stop()
+            self._stop = None
 
 
 def measure(sends: int, callbacks: list[str]) -> tuple[dict[str, float], list[str]]:

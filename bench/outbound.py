@@ -27,7 +27,7 @@ from contextlib import ExitStack
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from bench._common import Row, Section, indexed_functions, percentile, render, use_app_environment
+from bench._common import Row, Section, indexed_functions, observe_http, percentile, render, use_app_environment
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "bench-vault-auth-token-5e1f0c2a9d"
@@ -38,8 +38,7 @@ BODY = "Your appointment is confirmed for Tuesday 10:30. Reply HELP for help."
 
 
 class HttpMeter:
-    """Counts and times every HTTP exchange by peer (host:port → name), at urllib3's connection pool: what requests
-    (Key Vault, the raw sender) and the app's urllib3 clients (tables, Twilio) all go through."""
+    """Counts and times every HTTP exchange by peer (host:port → name): the app's own pools and requests'."""
 
     def __init__(self) -> None:
         self.names: dict[str, str] = {}
@@ -47,37 +46,25 @@ class HttpMeter:
         self.seconds: dict[str, float] = defaultdict(float)
         self.by_method: dict[tuple[str, str], int] = defaultdict(int)
         self._lock = threading.Lock()
-        self._original: Any = None
+        self._stop: Callable[[], None] | None = None
 
     def name(self, netloc: str, peer: str) -> None:
         self.names[netloc] = peer
 
     def install(self) -> None:
-        from urllib3.connectionpool import HTTPConnectionPool
+        self._stop = observe_http(self._seen)
 
-        original = self._original = HTTPConnectionPool.urlopen
-        meter = self
-
-        def urlopen(pool: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            peer = meter.names.get(f"{pool.host}:{pool.port}", "other")
-            start = time.perf_counter()
-            try:
-                return original(pool, method, url, *args, **kwargs)
-            finally:
-                elapsed = time.perf_counter() - start
-                with meter._lock:
-                    meter.count[peer] += 1
-                    meter.seconds[peer] += elapsed
-                    meter.by_method[(peer, method)] += 1
-
-        HTTPConnectionPool.urlopen = urlopen  # type: ignore[method-assign]
+    def _seen(self, netloc: str, method: str, target: str, body: Any, seconds: float) -> None:
+        peer = self.names.get(netloc, "other")
+        with self._lock:
+            self.count[peer] += 1
+            self.seconds[peer] += seconds
+            self.by_method[(peer, method)] += 1
 
     def uninstall(self) -> None:
-        from urllib3.connectionpool import HTTPConnectionPool
-
-        if self._original is not None:
-            HTTPConnectionPool.urlopen = self._original  # type: ignore[method-assign]
-            self._original = None
+        if self._stop is not None:
+            self._stop()
+            self._stop = None
 
     def reset(self) -> None:
         with self._lock:

@@ -277,8 +277,9 @@ class PointTableClient:
     def _call(self, method: str, path: str, *, query: str = "", body: bytes | None = None,
               headers: Mapping[str, str] | None = None) -> Any:
         """One request with the retries described in the module docstring; raises azure-core's exceptions."""
-        import urllib3
         from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
+        from .transport import TransportError
 
         target = f"{self._base_path}{path}"
         params = "&".join(p for p in (query, self.account.sas) if p)
@@ -290,26 +291,22 @@ class PointTableClient:
             try:
                 response = self._pool.request(method, target, body=body,
                                               headers=self._headers(path, headers or {}, body is not None))
-            except (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ProxyError,
-                    urllib3.exceptions.SSLError) as exc:
-                # Never reached the service (NewConnectionError is a ConnectTimeoutError): always safe to retry.
-                if attempt >= self._retries:
-                    raise ServiceRequestError(f"storage unreachable: {type(exc).__name__}", error=exc) from exc
-            except urllib3.exceptions.HTTPError as exc:
-                # Read timeout or connection lost after the request went out: a write may have happened.
-                if not reads or attempt >= self._retries:
-                    raise ServiceResponseError(f"storage answer lost: {type(exc).__name__}", error=exc) from exc
-            else:
-                if response.status < 400:
-                    return response
-                retryable = response.status in (_RETRY_STATUSES if reads else _WRITE_RETRY_STATUSES)
-                wait = self._retry_after(response)
-                if not retryable or attempt >= self._retries or (wait is not None and wait > self._retry_after_max):
-                    raise _error(response)
-                self._sleep(wait if wait is not None else self._backoff_for(attempt))
+            except TransportError as exc:
+                # Not connected: always safe to retry. Answer lost after the request went out: a write may have
+                # happened, so only a read is retried (as azure-core does).
+                if attempt >= self._retries or (exc.sent and not reads):
+                    cls = ServiceResponseError if exc.sent else ServiceRequestError
+                    raise cls(f"storage {'answer lost' if exc.sent else 'unreachable'}: {exc}", error=exc) from exc
+                self._sleep(self._backoff_for(attempt))
                 attempt += 1
                 continue
-            self._sleep(self._backoff_for(attempt))
+            if response.status < 400:
+                return response
+            retryable = response.status in (_RETRY_STATUSES if reads else _WRITE_RETRY_STATUSES)
+            wait = self._retry_after(response)
+            if not retryable or attempt >= self._retries or (wait is not None and wait > self._retry_after_max):
+                raise _error(response)
+            self._sleep(wait if wait is not None else self._backoff_for(attempt))
             attempt += 1
 
     def _backoff_for(self, attempt: int) -> float:

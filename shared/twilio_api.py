@@ -239,7 +239,8 @@ def _call(create: Callable[[Any], Any], client: Any) -> Any:
 def classify(exc: BaseException) -> BaseException:
     """Map an SDK / HTTP exception to a :class:`TwilioSendError` subclass (others come back unchanged)."""
     from twilio.base.exceptions import TwilioException, TwilioRestException
-    from urllib3.exceptions import ConnectTimeoutError, HTTPError, ReadTimeoutError
+
+    from .transport import TransportError
 
     if isinstance(exc, TwilioRestException):
         status, code = int(exc.status), exc.code
@@ -250,39 +251,18 @@ def classify(exc: BaseException) -> BaseException:
         if status == 429 or code in RATE_LIMIT_CODES or status >= 500:
             return TransientTwilioError(detail, maybe_sent=False, http_status=status, code=code)
         return PermanentTwilioError(detail, http_status=status, code=code)
-    if isinstance(exc, ConnectTimeoutError):  # NewConnectionError (refused, DNS) is one too
-        if _never_connected(exc):
+    if isinstance(exc, TransportError):
+        if not exc.sent:
             return TransientTwilioError(f"cannot connect: {_short(exc)}", maybe_sent=False)
-        return TransientTwilioError("connect timeout: request not sent", maybe_sent=False)
-    if isinstance(exc, ReadTimeoutError):
-        timeout = get_settings().twilio_http_timeout
-        return TransientTwilioError(f"no answer within {timeout:g} s: Twilio may have accepted it", maybe_sent=True)
-    if isinstance(exc, HTTPError):
-        if _never_connected(exc):  # e.g. the proxy could not be reached
-            return TransientTwilioError(f"cannot connect: {_short(exc)}", maybe_sent=False)
-        # Connection lost or reset, TLS error, broken answer: the request may have been written.
+        if exc.timed_out:
+            timeout = get_settings().twilio_http_timeout
+            return TransientTwilioError(f"no answer within {timeout:g} s: Twilio may have accepted it",
+                                        maybe_sent=True)
+        # Connection lost or reset, broken answer: the request may have been written.
         return TransientTwilioError(f"connection lost after sending: {_short(exc)}", maybe_sent=True)
     if isinstance(exc, TwilioException):
         return TransientTwilioError(f"unreadable answer: {_short(exc)}", maybe_sent=True)
     return exc
-
-
-def _never_connected(exc: BaseException) -> bool:
-    """True when the TCP connection was never made (refused, DNS): the request cannot have reached Twilio."""
-    from urllib3.exceptions import NameResolutionError, NewConnectionError
-
-    seen: set[int] = set()
-    stack: list[Any] = [exc]
-    while stack:
-        item = stack.pop()
-        if item is None or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, (NewConnectionError, NameResolutionError, ConnectionRefusedError)):
-            return True
-        stack.extend([getattr(item, "reason", None), item.__cause__, item.__context__,
-                      *[a for a in getattr(item, "args", ()) if isinstance(a, BaseException)]])
-    return False
 
 
 def _short(exc: BaseException) -> str:

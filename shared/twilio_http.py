@@ -1,16 +1,18 @@
-"""Twilio's HTTP client contract (``twilio.http.HttpClient``) on a urllib3 pool: what ``twilio.rest`` sends through.
+"""Twilio's HTTP client contract (``twilio.http.HttpClient``) on ``shared.transport.OriginPool``: what ``twilio.rest``
+sends through.
 
 Why not the SDK's ``TwilioHttpClient``: it builds each request with requests (session merging, hooks, cookie jar,
 adapters) and formats ~10 log lines per request even when its logger is off; with 16 sends in flight that was a
 quarter of a send's CPU (bench.outbound). This client hands the same method, URL, query, form body, headers and
-basic auth to urllib3 and gives the SDK back the same ``twilio.http.response.Response``; the SDK still builds every
-request and reads every answer.
+basic auth to a keep-alive connection and gives the SDK back the same ``twilio.http.response.Response``; the SDK
+still builds every request and reads every answer.
 
 Kept on purpose:
 - Every request has the timeout (connect and read, each), and nothing is retried or redirected here: a retried POST
   could send twice (``shared.twilio_api``).
-- Errors are urllib3's own, so ``shared.twilio_api.classify`` can tell "never reached Twilio" (connection not made)
-  from "may have been sent" (read timeout, connection lost after the request was written).
+- Errors are ``shared.transport.TransportError``, whose ``sent`` lets ``shared.twilio_api.classify`` tell "never
+  reached Twilio" (connection not made) from "may have been sent" (read timeout, connection lost after the request
+  was written).
 - Proxy and CA settings from ``shared.transport`` (read once per process), one pool per Twilio host.
 - Form bodies as requests encodes them: lists become repeated keys, ``None`` values are left out.
 """
@@ -54,8 +56,6 @@ class PooledTwilioHttpClient(HttpClient):
                 data: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None,
                 auth: tuple[str, str] | None = None, timeout: float | None = None,
                 allow_redirects: bool = False) -> Response:
-        import urllib3
-
         if timeout is None:
             timeout = self.timeout
         if timeout is None or timeout <= 0:
@@ -77,8 +77,7 @@ class PooledTwilioHttpClient(HttpClient):
         if self.logger.isEnabledFor(logging.INFO):
             self.logger.info("%s %s", method, url.split("?", 1)[0])
         pool = self._pool(url)
-        per_call = None if timeout == self.timeout else urllib3.Timeout(connect=timeout, read=timeout)
-        answer = pool.request(method, url[len(pool.origin):] or "/", body=body, headers=sent, timeout=per_call)
+        answer = pool.request(method, url[len(pool.origin):] or "/", body=body, headers=sent, timeout_seconds=timeout)
         response = Response(int(answer.status), (answer.data or b"").decode("utf-8", "replace"), answer.headers)
         self._test_only_last_response = response
         return response

@@ -7,11 +7,11 @@ import sys
 from typing import Any
 
 import pytest
-import urllib3
 from twilio.base.exceptions import TwilioRestException
 
 from shared import twilio_api
 from shared.outbound import validate
+from shared.transport import OriginPool, TransportError
 from shared.twilio_api import AuthFailedError, PermanentTwilioError, TransientTwilioError, classify
 from tests.conftest import TEST_FROM
 
@@ -34,12 +34,12 @@ def test_rest_errors_are_classified(status: int, code: int | None, cls: type, ma
 
 
 def test_read_timeout_may_have_sent_connect_failure_did_not() -> None:
-    assert classify(urllib3.exceptions.ReadTimeoutError(None, "/x", "read timed out")).maybe_sent is True
-    assert classify(urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError())).maybe_sent is True
-    assert classify(urllib3.exceptions.ConnectTimeoutError(None, "connect timed out")).maybe_sent is False
-    refused = urllib3.exceptions.NewConnectionError(None, "Failed to establish a new connection: refused")
-    assert classify(refused).maybe_sent is False
-    assert classify(urllib3.exceptions.ProxyError("Unable to connect to proxy", refused)).maybe_sent is False
+    read_timeout = classify(TransportError("TimeoutError after the request", sent=True, timed_out=True))
+    assert read_timeout.maybe_sent is True and "no answer within" in read_timeout.reason
+    reset = classify(TransportError("ConnectionResetError after the request", sent=True))
+    assert reset.maybe_sent is True and reset.reason.startswith("connection lost after sending")
+    refused = classify(TransportError("cannot connect: ConnectionRefusedError", sent=False))
+    assert refused.maybe_sent is False and refused.reason.startswith("cannot connect")
 
 
 def test_one_client_per_process_with_the_base_url(twilio_fake: Any) -> None:
@@ -49,19 +49,18 @@ def test_one_client_per_process_with_the_base_url(twilio_fake: Any) -> None:
 
 def test_every_request_carries_the_timeout(twilio_fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Any] = []
-    real_urlopen = urllib3.HTTPConnectionPool.urlopen
+    real_request = OriginPool.request
 
-    def urlopen(self: urllib3.HTTPConnectionPool, method: str, url: str, **kwargs: Any) -> Any:
-        timeout = kwargs.get("timeout")
-        seen.append((timeout.connect_timeout, timeout.read_timeout, kwargs.get("retries")))
-        return real_urlopen(self, method, url, **kwargs)
+    def request(self: OriginPool, method: str, target: str, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("timeout_seconds") or self.timeout_seconds)
+        return real_request(self, method, target, **kwargs)
 
-    monkeypatch.setattr(urllib3.HTTPConnectionPool, "urlopen", urlopen)
+    monkeypatch.setattr(OriginPool, "request", request)
     message = validate("sms", {"id": "t1", "to": TO, "body": "x"})
     twilio_api.send_sms(message, from_=TEST_FROM, messaging_service_sid=None)  # type: ignore[arg-type]
     twilio_api.place_call(validate("call", {"id": "t2", "to": TO, "url": "https://e.com/x"}),  # type: ignore[arg-type]
                           from_=TEST_FROM)
-    assert seen == [(2.0, 2.0, False), (2.0, 2.0, False)]  # connect and read timeouts, never a retry
+    assert seen == [2.0, 2.0]
 
 
 def test_slow_twilio_times_out_as_maybe_sent(twilio_fake: Any) -> None:
