@@ -4,9 +4,8 @@ Why this exists: a send makes four point operations (opt-out read, claim, record
 ``azure.data.tables.TableClient`` each costs ~1.8 ms of CPU with 16 threads in flight (azure-core's pipeline of
 policies, the generated serializer, then requests), where the HTTP exchange itself costs ~0.4 ms on urllib3:
 the SDK made a send cost ~7x a bare Twilio POST (bench.outbound). :class:`PointTableClient` does only the point
-operations, with the SDK's method names, arguments, return values and azure-core exceptions, so callers can be
-handed either (:func:`shared.storage.point_table` falls back to the SDK client for credentials it cannot use).
-Queries, batches and table management stay with the SDK.
+operations, with the SDK's method names, arguments, return values and azure-core exceptions
+(:func:`shared.storage.point_table` hands it out). Queries, batches and table management stay with the SDK.
 
 What it keeps from the SDK, on purpose:
 - Authentication for the same settings: SharedKeyLite for a connection string with an account key (Azurite, local
@@ -67,7 +66,7 @@ class TableAccount:
 
 
 class UnsupportedConnectionError(ValueError):
-    """The connection string has neither an account key nor a SAS token (the SDK handles whatever it is)."""
+    """The connection string has neither an account key nor a SAS token (the SDK refuses it too)."""
 
 
 def account_from_connection_string(connection: str) -> TableAccount:

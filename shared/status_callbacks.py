@@ -26,6 +26,9 @@ class UnknownSendRejected(WebhookRejected):
     status = 404
 
 
+RESOURCE_SID = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")  # SM…/MM… (messages), CA… (calls)
+
+
 def handle(kind: Kind, query: Params, params: Params) -> None:
     """Apply one signed callback. Raises :class:`WebhookRejected` (400/404) for what a caller got wrong."""
     ident = query.first("id")
@@ -38,6 +41,8 @@ def handle(kind: Kind, query: Params, params: Params) -> None:
     if not status:
         raise MalformedRequestError(f"missing parameter {status_field}")
     sid = params.first("MessageSid") or params.first("SmsSid") if kind == "sms" else params.first("CallSid")
+    if sid and not matches(RESOURCE_SID, sid):  # it becomes a table key (the SID index)
+        raise MalformedRequestError("the SID is not a Twilio SID (2 letters + 32 hex digits)")
     error_code = params.first("ErrorCode")
     try:
         row = ledger.apply_callback(kind, ident, status, sid=sid, error_code=error_code)

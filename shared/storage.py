@@ -143,28 +143,25 @@ def table(name: str) -> Any:
 
 
 def point_table(name: str) -> Any:
-    """The client for point reads and writes on table ``name``: :class:`shared.point_table.PointTableClient`
-    (a fraction of the SDK's CPU per call), or the SDK's ``TableClient`` for a connection string it does not
-    sign for. Made once per process; the table is created on first use (by the SDK, off the hot path)."""
+    """The client for point reads and writes on table ``name`` (get, insert, merge, upsert, delete):
+    :class:`shared.point_table.PointTableClient`, the SDK's methods for a fraction of its CPU per call. Made once
+    per process; the table is created on first use by the SDK client (which also refuses a connection string
+    with neither an account key nor a SAS token, as the point client does)."""
     key = ("point", name)
     client = _clients.get(key)
     if client is None:
-        sdk_client = table(name)
-        client = _clients.setdefault(key, _make_point_table(name) or sdk_client)
+        table(name)
+        client = _clients.setdefault(key, _make_point_table(name))
     return client
 
 
 def _make_point_table(name: str) -> Any:
-    from .point_table import PointTableClient, TableAccount, UnsupportedConnectionError, \
-        account_from_connection_string
+    from .point_table import PointTableClient, TableAccount, account_from_connection_string
     from .transport import OriginPool
 
     conn = connection_string()
     if conn:
-        try:
-            account = account_from_connection_string(conn)
-        except UnsupportedConnectionError:
-            return None
+        account = account_from_connection_string(conn)
     else:
         endpoint = _identity_endpoint("table")
         account = TableAccount(endpoint.rstrip("/"), (urlsplit(endpoint).hostname or "").split(".")[0],

@@ -290,6 +290,16 @@ def test_status_callback_with_an_id_that_is_not_a_full_match_is_400(call_functio
     assert response.status_code == 400, response.get_body()
 
 
+
+@pytest.mark.parametrize("sid", ["SM/../x", "SM" + "d" * 31 + "'", "SM" + "d" * 32 + "\n", "SM#" + "d" * 31,
+                                 "SM" + "d" * 33, "sm" + "d" * 32, "SM" + "\u0661" * 32])
+@pytest.mark.parametrize("route,field", [("status_message", "MessageSid"), ("status_call", "CallSid")])
+def test_status_callback_with_a_sid_that_cannot_be_one_is_400(call_function, route, field, sid):
+    path, params = ROUTES[route]
+    response, _ = call_function(route, signed_form_request(path, {**params, field: sid}, query="id=some-id"))
+    assert response.status_code == 400, response.get_body()  # a SID becomes a table key: refused before storage
+
+
 # ---------------------------------------------------------------- channels: WhatsApp, speech, AMD, recording status
 
 
