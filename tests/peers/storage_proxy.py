@@ -75,6 +75,8 @@ class StorageProxy:
                 if fault is not None:
                     payload = (f'{{"odata.error":{{"code":"{fault.code}","message":{{"lang":"en-US",'
                                f'"value":"injected {fault.code}"}}}}}}').encode()
+                    # Recorded before answering: a client may look at ``seen`` the moment it has the answer.
+                    proxy.record(self.command, self.path, fault.status)
                     self.send_response(fault.status)
                     self.send_header("Content-Type", "application/json;odata=minimalmetadata")
                     self.send_header("x-ms-error-code", fault.code)
@@ -83,13 +85,14 @@ class StorageProxy:
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
-                    proxy.record(self.command, self.path, fault.status)
                     return
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=10)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
                 upstream.request(self.command, self.path, body=body, headers=headers)
                 answer = upstream.getresponse()
                 data = answer.read()
+                upstream.close()
+                proxy.record(self.command, self.path, answer.status)
                 self.send_response(answer.status)
                 for name, value in answer.getheaders():
                     if name.lower() not in ("transfer-encoding", "connection", "content-length"):
@@ -97,8 +100,6 @@ class StorageProxy:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
-                upstream.close()
-                proxy.record(self.command, self.path, answer.status)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_MERGE = do_HEAD = _any
 
