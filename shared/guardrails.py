@@ -145,14 +145,13 @@ def _write(existing: Any, entity: dict[str, Any]) -> bool:
     False when another writer got there first (re-read and decide again)."""
     from azure.core import MatchConditions
     from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-    from azure.data.tables import UpdateMode
 
     table = storage.point_table(TABLE)
     try:
         if existing is None:
             table.create_entity(entity)
         else:
-            table.update_entity(entity, mode=UpdateMode.MERGE, etag=existing.metadata["etag"],
+            table.update_entity(entity, mode="merge", etag=existing.metadata["etag"],
                                 match_condition=MatchConditions.IfNotModified)
         return True
     except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):

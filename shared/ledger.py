@@ -213,13 +213,12 @@ def update(row: Row, **values: Any) -> Row:
     """MERGE ``values`` into ``row`` if it is unchanged since read; else :class:`LedgerConflictError`."""
     from azure.core import MatchConditions
     from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-    from azure.data.tables import UpdateMode
 
     values = {k: ("" if v is None else v) for k, v in values.items()}
     values["updated_at"] = _now()
     entity = {"PartitionKey": row.partition_key, "RowKey": row.id, **values}
     try:
-        meta = storage.point_table(TABLE).update_entity(entity, mode=UpdateMode.MERGE, etag=row.etag,
+        meta = storage.point_table(TABLE).update_entity(entity, mode="merge", etag=row.etag,
                                                         match_condition=MatchConditions.IfNotModified)
     except (ResourceModifiedError, ResourceNotFoundError) as exc:
         raise LedgerConflictError(f"{row.kind}/{row.id} changed since read ({type(exc).__name__})") from None

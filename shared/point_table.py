@@ -5,7 +5,8 @@ Why this exists: a send makes four point operations (opt-out read, claim, record
 policies, the generated serializer, then requests), where the HTTP exchange itself costs ~0.4 ms on urllib3:
 the SDK made a send cost ~7x a bare Twilio POST (bench.outbound). :class:`PointTableClient` does only the point
 operations, with the SDK's method names, arguments, return values and azure-core exceptions
-(:func:`shared.storage.point_table` hands it out). Queries, batches and table management stay with the SDK.
+(:func:`shared.storage.point_table` hands it out), plus creating the table and asking whether a partition has rows,
+so that a send never loads the tables SDK. Listings, batches and the ops CLI stay with the SDK.
 
 What it keeps from the SDK, on purpose:
 - Authentication for the same settings: SharedKeyLite for a connection string with an account key (Azurite, local
@@ -235,6 +236,26 @@ class PointTableClient:
             self._call("DELETE", self._entity_path(partition_key, row_key), headers=headers)
         except ResourceNotFoundError:
             pass
+
+    # ------------------------------------------------------------ the table itself
+
+    def create_table(self) -> bool:
+        """Create the table; False when it exists already (the SDK's ``create_table_if_not_exists``)."""
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self._call("POST", "/Tables", body=json.dumps({"TableName": self.table_name}).encode("utf-8"),
+                       headers={"Prefer": "return-no-content"})
+            return True
+        except ResourceExistsError:
+            return False
+
+    def partition_has_rows(self, partition_key: str) -> bool:
+        """Whether any row has ``partition_key`` (a query for one RowKey, answered from that partition only)."""
+        condition = f"PartitionKey eq '{partition_key.replace(chr(39), chr(39) * 2)}'"
+        response = self._call("GET", f"/{self.table_name}()",
+                              query=f"$filter={quote(condition, safe='')}&$top=1&$select=RowKey")
+        return bool(json.loads(response.data).get("value"))
 
     # ------------------------------------------------------------ plumbing
 

@@ -147,14 +147,14 @@ def table(name: str) -> Any:
 
 def point_table(name: str) -> Any:
     """The client for point reads and writes on table ``name`` (get, insert, merge, upsert, delete):
-    :class:`shared.point_table.PointTableClient`, the SDK's methods for a fraction of its CPU per call. Made once
-    per process; the table is created on first use by the SDK client (which also refuses a connection string
-    with neither an account key nor a SAS token, as the point client does)."""
+    :class:`shared.point_table.PointTableClient`, the SDK's methods for a fraction of its CPU per call, which also
+    creates the table on first use. Made once per process; a send loads no tables SDK (cold start)."""
     key = ("point", name)
     client = _clients.get(key)
     if client is None:
-        table(name)
-        client = _clients.setdefault(key, _make_point_table(name))
+        made = _make_point_table(name)
+        made.create_table()
+        client = _clients.setdefault(key, made)
     return client
 
 
@@ -237,10 +237,7 @@ def partition_has_rows(table_name: str, partition: str, *, fresh: bool = False) 
     cached = _legacy_rows.get(key)
     if cached is not None and not fresh and now - cached[0] < LEGACY_CHECK_SECONDS:
         return cached[1]
-    rows = table(table_name).query_entities("PartitionKey eq @pk", parameters={"pk": partition},
-                                            results_per_page=1, select=["RowKey"])
-    page = next(iter(rows.by_page()), None)
-    present = page is not None and next(iter(page), None) is not None
+    present = point_table(table_name).partition_has_rows(partition)
     _legacy_rows[key] = (now, present)
     return present
 

@@ -114,3 +114,41 @@ def test_conditional_writes_behave_as_the_sdks(tables: tuple[Any, Any]) -> None:
     point.upsert_entity({"PartitionKey": "p", "RowKey": row, "b": "merged"})
     assert {k: v for k, v in point.get_entity("p", row).items()} == {"PartitionKey": "p", "RowKey": row, "a": 6,
                                                                       "b": "merged"}
+
+
+def test_the_point_client_creates_its_table_once_and_sees_whether_a_partition_has_rows(azurite: Any) -> None:
+    from shared.point_table import TableAccount
+    from shared.transport import OriginPool
+
+    name = f"fresh{uuid.uuid4().hex[:10]}"
+    sdk_point = storage.point_table(TABLE)
+    account: TableAccount = sdk_point.account
+    point = PointTableClient(account, name, pool=OriginPool(account.endpoint, timeout_seconds=5), retries=0,
+                             backoff_seconds=0, backoff_max_seconds=0, retry_after_max_seconds=10)
+    assert point.create_table() is True and point.create_table() is False
+    assert storage.table(name).query_entities("PartitionKey eq 'x'") is not None  # the SDK sees the table
+    assert point.partition_has_rows("o'neil") is False
+    point.create_entity({"PartitionKey": "o'neil", "RowKey": "r"})
+    point.create_entity({"PartitionKey": "other", "RowKey": "r"})
+    assert point.partition_has_rows("o'neil") is True and point.partition_has_rows("o'neil2") is False
+
+
+def test_a_first_send_in_a_fresh_process_loads_no_storage_sdk(outbound_env: Any) -> None:
+    """Cold start: the first send's table work (create tables, legacy check, opt-out read, claim, record) goes
+    through the point client, so a new instance never imports azure.data.tables or azure.storage to send."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    ident = key("cold")
+    code = ("import json, sys\nimport function_app\nfrom azure.functions.queue import QueueMessage\n"
+            "fn = {f.get_function_name(): f for f in function_app.app.get_functions()}['send_sms'].get_user_function()\n"
+            f"fn(msg=QueueMessage(id='q', body=json.dumps({{'id': {ident!r}, 'to': '+14155550100', 'body': 'hi'}}),"
+            " dequeue_count=1))\n"
+            "print(json.dumps([m for m in ('azure.data.tables', 'azure.storage.queue') if m in sys.modules]))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    assert len(outbound_env.created()) == 1  # and it was sent
