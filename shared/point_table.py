@@ -163,9 +163,14 @@ def _decode(document: Mapping[str, Any], etag: str) -> Entity:
     return Entity(values, metadata)
 
 
+def _odata_string(value: str) -> str:
+    """``value`` inside an OData string literal ``'…'``: single quotes doubled."""
+    return value.replace("'", "''")
+
+
 def _key(value: str) -> str:
-    """A PartitionKey / RowKey inside ``table(PartitionKey='…',RowKey='…')``: quotes doubled, then escaped."""
-    return quote(value.replace("'", "''"), safe="")
+    """A PartitionKey / RowKey inside ``table(PartitionKey='…',RowKey='…')``: an OData string, URL-escaped."""
+    return quote(_odata_string(value), safe="")
 
 
 # ---------------------------------------------------------------- the client
@@ -252,7 +257,7 @@ class PointTableClient:
 
     def partition_has_rows(self, partition_key: str) -> bool:
         """Whether any row has ``partition_key`` (a query for one RowKey, answered from that partition only)."""
-        condition = f"PartitionKey eq '{partition_key.replace(chr(39), chr(39) * 2)}'"
+        condition = f"PartitionKey eq '{_odata_string(partition_key)}'"
         response = self._call("GET", f"/{self.table_name}()",
                               query=f"$filter={quote(condition, safe='')}&$top=1&$select=RowKey")
         return bool(json.loads(response.data).get("value"))

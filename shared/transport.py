@@ -14,7 +14,10 @@ the default pool of 10, 16 threads keep opening and discarding connections.
 from __future__ import annotations
 
 import functools
+import http.client
 import os
+import select
+import ssl
 import threading
 import urllib.request
 from dataclasses import dataclass
@@ -174,8 +177,6 @@ class OriginPool:
         timeout = timeout_seconds or self.timeout_seconds
         if self._proxied is not None:
             return self._proxied.request(method, target, body=body, headers=headers, timeout_seconds=timeout)
-        import http.client
-
         conn = self._connection(timeout)
         try:
             conn.sock.settimeout(timeout)
@@ -200,9 +201,6 @@ class OriginPool:
                 if _still_open(conn):
                     return conn
                 conn.close()
-        import http.client
-        import ssl
-
         try:
             if self._https:
                 if self._tls is None:
@@ -236,8 +234,6 @@ class OriginPool:
 def _still_open(conn: Any) -> bool:
     """An idle keep-alive connection is reusable only while its socket has nothing to read: readable means the
     server closed it (or broke the protocol), and a request written there would fail after being sent."""
-    import select
-
     sock = conn.sock
     if sock is None:
         return False
