@@ -1,7 +1,9 @@
 // Alerts for operators (README, Operations): an action group mailing emailAddresses, four log alerts on
 // Application Insights, and the Key Vault's SecretNearExpiry / SecretExpired events raised as Azure Monitor alerts.
 // The KQL reads the app's outcome log lines by field (shared/sender.py `_log`; tests/unit/test_outcome_log_format.py
-// pins that format against the `parse` below).
+// pins that format against the `parse` below). Azure validates a rule's query when it creates the rule, so every
+// query here must parse and bind: tests/infra/test_kql.py runs each through Microsoft's Kusto parser. The sms/call
+// field is `channel`, never `kind` (a reserved word: the parser rejects `parse ... with ... kind ...`).
 param namePrefix string
 param location string
 param tags object
@@ -18,10 +20,10 @@ param functionFailureThreshold int = 5
 @description('Percent of webhook requests answered 5xx in 5 minutes that raises the webhook alert.')
 param webhook5xxPercent int = 5
 
-var outcomeLogs = 'traces | where message startswith "outbound " and message has " outcome=" | parse message with "outbound " kind " id=" id " to=" to " outcome=" outcome " " detail | extend reason = iff(outcome == "dead_lettered", tostring(split(detail, ":")[0]), "")'
-var deadLetterQuery = '${outcomeLogs} | where outcome == "dead_lettered" | project timestamp, kind, id, reason, detail'
+var outcomeLogs = 'traces | where message startswith "outbound " and message has " outcome=" | parse message with "outbound " channel " id=" id " to=" to " outcome=" outcome " " detail | extend reason = iff(outcome == "dead_lettered", tostring(split(detail, ":")[0]), "")'
+var deadLetterQuery = '${outcomeLogs} | where outcome == "dead_lettered" | project timestamp, channel, id, reason, detail'
 // MAX_SENDS_PER_HOUR spent: sends are deferred to the next hour (shared/sender.py `_defer_for_budget`), not lost.
-var budgetDeferredQuery = '${outcomeLogs} | where outcome == "deferred" and detail startswith "budget_exhausted:" | project timestamp, kind, id, detail'
+var budgetDeferredQuery = '${outcomeLogs} | where outcome == "deferred" and detail startswith "budget_exhausted:" | project timestamp, channel, id, detail'
 var webhook5xxQuery = 'requests | where name !in ("send_sms", "place_call") | summarize total = count(), failed = countif(toint(resultCode) >= 500) | extend percent5xx = iff(total == 0, 0.0, 100.0 * failed / total)'
 var functionFailureQuery = 'requests | where success == false | project timestamp, name, resultCode, operation_Id'
 

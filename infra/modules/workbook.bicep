@@ -1,6 +1,7 @@
 // Azure Monitor workbook "switchboard operations" on Application Insights: sends by outcome over time, Twilio
 // delivery statuses, dead letters by reason, webhook latency percentiles. Its KQL reads the app's log lines by
-// field with `parse` (format pinned by tests/unit/test_outcome_log_format.py).
+// field with `parse` (format pinned by tests/unit/test_outcome_log_format.py; every query parsed and bound with
+// Microsoft's Kusto parser by tests/infra/test_kql.py). The sms/call field is `channel`: `kind` is reserved in KQL.
 param location string
 param tags object
 param appInsightsId string
@@ -8,8 +9,8 @@ param appInsightsId string
 @description('Workbook name; a GUID, as Azure requires.')
 param workbookId string = guid(resourceGroup().id, 'switchboard-operations-workbook')
 
-var outcomeLogs = 'traces | where message startswith "outbound " and message has " outcome=" | parse message with "outbound " kind " id=" id " to=" to " outcome=" outcome " " detail | extend reason = iff(outcome == "dead_lettered", tostring(split(detail, ":")[0]), "")'
-var statusLogs = 'traces | where message startswith "status " | parse message with "status " kind " id=" id " to=" to " twilio=" twilio_status " row=" row_status'
+var outcomeLogs = 'traces | where message startswith "outbound " and message has " outcome=" | parse message with "outbound " channel " id=" id " to=" to " outcome=" outcome " " detail | extend reason = iff(outcome == "dead_lettered", tostring(split(detail, ":")[0]), "")'
+var statusLogs = 'traces | where message startswith "status " | parse message with "status " channel " id=" id " to=" to " twilio=" twilio_status " row=" row_status'
 var webhookNames = '"voice", "voice_menu", "voice_recorded", "twiml_say", "sms", "status_message", "status_call", "status_amd", "status_recording", "health"'
 
 var content = {
@@ -47,7 +48,7 @@ var content = {
       content: {
         version: 'KqlItem/1.0'
         title: 'Twilio delivery statuses (status callbacks)'
-        query: '${statusLogs} | summarize callbacks = count() by kind, twilio_status | order by callbacks desc'
+        query: '${statusLogs} | summarize callbacks = count() by channel, twilio_status | order by callbacks desc'
         queryType: 0
         resourceType: 'microsoft.insights/components'
         visualization: 'barchart'

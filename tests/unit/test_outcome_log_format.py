@@ -1,6 +1,8 @@
 """The app's outcome log lines stay readable by field in KQL: every `parse message with ...` in the Bicep alerts,
-the workbook and the README must split the lines the code really writes into the right fields (id, kind, outcome,
-reason, Twilio status). If shared/sender.py `_log` or the status-callback log line changes, this goes red."""
+the workbook and the README must split the lines the code really writes into the right fields (channel, id,
+outcome, reason, Twilio status). If shared/sender.py `_log` or the status-callback log line changes, this goes red.
+The field for sms/call/whatsapp is named `channel`: `kind` is a reserved word in KQL, and Microsoft's parser rejects
+a `parse` that names a column `kind` (tests/infra/test_kql.py parses every query with it)."""
 
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ def logged(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
     ("deferred", "budget_exhausted: 100 sends per 3600 s spent (MAX_SENDS_PER_HOUR); the next window opens in "
                  "12 s (requeued for 40 s)", ""),
 ])
-def test_outcome_lines_parse_into_kind_id_outcome_and_reason(caplog: pytest.LogCaptureFixture, outcome: str,
+def test_outcome_lines_parse_into_channel_id_outcome_and_reason(caplog: pytest.LogCaptureFixture, outcome: str,
                                                              detail: str, reason: str) -> None:
     caplog.set_level(logging.INFO, logger="switchboard.outbound")
     sender._log("sms", "order-42:a.b_c", "+14155552345", outcome, detail)
@@ -68,7 +70,7 @@ def test_outcome_lines_parse_into_kind_id_outcome_and_reason(caplog: pytest.LogC
     for name, pattern in patterns:
         fields = pattern.match(line)
         assert fields is not None, f"{name}: KQL parse does not read {line!r}"
-        assert (fields["kind"], fields["id"], fields["outcome"], fields["to"]) == \
+        assert (fields["channel"], fields["id"], fields["outcome"], fields["to"]) == \
             ("sms", "order-42:a.b_c", outcome, "+1415***2345"), name
         derived = fields["detail"].split(":")[0] if fields["outcome"] == "dead_lettered" else ""
         assert derived == reason, name
@@ -80,7 +82,7 @@ def test_the_kql_pin_goes_red_when_the_line_format_drifts() -> None:
     assert pattern.match("outbound sms id=x recipient=*** result=sent SM1") is None
 
 
-def test_status_callback_lines_parse_into_kind_id_and_twilio_status(azurite: Any,
+def test_status_callback_lines_parse_into_channel_id_and_twilio_status(azurite: Any,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     from shared import ledger, status_callbacks
     from shared.webhooks import Params
@@ -96,5 +98,5 @@ def test_status_callback_lines_parse_into_kind_id_and_twilio_status(azurite: Any
     for name, pattern in patterns:
         fields = pattern.match(line)
         assert fields is not None, f"{name}: KQL parse does not read {line!r}"
-        assert (fields["kind"], fields["id"], fields["twilio_status"]) == ("sms", ident, "undelivered"), name
+        assert (fields["channel"], fields["id"], fields["twilio_status"]) == ("sms", ident, "undelivered"), name
         assert fields["row_status"].split(" ")[0] == "undelivered"
