@@ -381,8 +381,12 @@ class TwilioFake:
     # Kept apart from the create path above: fetch one message/call by SID, list them by ``To`` (used by
     # ``python -m shared.ops poison replay``), and the IncomingPhoneNumbers list/update the azd hook uses.
 
-    def add_phone_number(self, number: str, *, voice_url: str | None = None, sms_url: str | None = None) -> str:
-        """Give the account a phone number (as bought in the console); returns its PN SID."""
+    def add_phone_number(self, number: str, *, voice_url: str | None = None, sms_url: str | None = None,
+                         voice_method: str = "POST", sms_method: str = "POST",
+                         voice_application_sid: str | None = None, sms_application_sid: str | None = None,
+                         trunk_sid: str | None = None) -> str:
+        """Give the account a phone number (as bought in the console); returns its PN SID. An application or trunk
+        SID makes Twilio ignore the number's own URLs (as on the real number)."""
         sid = "PN" + uuid.uuid4().hex
         now = formatdate(usegmt=True).replace("GMT", "+0000")
         with self._lock:
@@ -393,18 +397,28 @@ class TwilioFake:
                 "date_created": now, "date_updated": now, "emergency_status": "Inactive",
                 "emergency_address_sid": None, "emergency_address_status": "unregistered",
                 "friendly_name": number, "identity_sid": None, "origin": "twilio", "phone_number": number,
-                "sid": sid, "sms_application_sid": None, "sms_fallback_method": "POST", "sms_fallback_url": "",
-                "sms_method": "POST", "sms_url": sms_url or "", "status_callback": "",
-                "status_callback_method": "POST", "trunk_sid": None,
+                "sid": sid, "sms_application_sid": sms_application_sid, "sms_fallback_method": "POST",
+                "sms_fallback_url": "", "sms_method": sms_method, "sms_url": sms_url or "", "status_callback": "",
+                "status_callback_method": "POST", "trunk_sid": trunk_sid,
                 "uri": f"/2010-04-01/Accounts/{self.account_sid}/IncomingPhoneNumbers/{sid}.json",
-                "voice_application_sid": None, "voice_caller_id_lookup": False, "voice_fallback_method": "POST",
-                "voice_fallback_url": None, "voice_method": "POST", "voice_url": voice_url, "bundle_sid": None,
+                "voice_application_sid": voice_application_sid, "voice_caller_id_lookup": False,
+                "voice_fallback_method": "POST", "voice_fallback_url": None, "voice_method": voice_method,
+                "voice_url": voice_url, "bundle_sid": None,
                 "voice_receive_mode": "voice", "status": "in-use", "type": "local",
             }
         return sid
 
     _NUMBER_UPDATES = {"VoiceUrl": "voice_url", "VoiceMethod": "voice_method", "SmsUrl": "sms_url",
                        "SmsMethod": "sms_method", "StatusCallback": "status_callback"}
+    # SID fields: an empty value clears them (null in the answer), as Twilio does.
+    _NUMBER_SID_UPDATES = {"VoiceApplicationSid": "voice_application_sid", "SmsApplicationSid": "sms_application_sid",
+                           "TrunkSid": "trunk_sid"}
+
+    @staticmethod
+    def _phone_number_filter_matches(wanted: str, number: str) -> bool:
+        """Twilio's ``PhoneNumber`` list filter matches partial numbers: any number containing those digits."""
+        digits = "".join(c for c in wanted if c.isdigit())
+        return not wanted or (bool(digits) and digits in "".join(c for c in number if c.isdigit()))
 
     def _handle_more(self, h: BaseHTTPRequestHandler, method: str, raw: bytes) -> None:
         split = urlsplit(h.path)
@@ -430,7 +444,8 @@ class TwilioFake:
         if rest == ["IncomingPhoneNumbers.json"] and method == "GET":
             number = query.get("PhoneNumber", [""])[0]
             with self._lock:
-                items = [dict(n) for n in self.phone_numbers.values() if not number or n["phone_number"] == number]
+                items = [dict(n) for n in self.phone_numbers.values()
+                         if self._phone_number_filter_matches(number, n["phone_number"])]
             return self._json(h, 200, self._page(h.path, "incoming_phone_numbers", items, query))
         if len(rest) == 2 and rest[0] == "IncomingPhoneNumbers" and rest[1].endswith(".json") and method == "POST":
             form = parse_qs(raw.decode("utf-8"), keep_blank_values=True)
@@ -440,6 +455,9 @@ class TwilioFake:
                     for name, key in self._NUMBER_UPDATES.items():
                         if name in form:
                             number[key] = form[name][0]
+                    for name, key in self._NUMBER_SID_UPDATES.items():
+                        if name in form:
+                            number[key] = form[name][0] or None
                     number["date_updated"] = formatdate(usegmt=True).replace("GMT", "+0000")
                     self.requests.append(Recorded("number", parts[2], form, username, answered=200,
                                                   sid=number["sid"]))
