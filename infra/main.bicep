@@ -51,12 +51,13 @@ param environmentName string
 ])
 param location string
 
-// 3.10 is not offered: Flex Consumption support for it ends with its end of life (October 2026).
+// Only versions Flex Consumption runs Python on (its documented list: 3.10, 3.11, 3.12) and the app supports: 3.10 is
+// left out (the app targets 3.11+, and Flex support for 3.10 ends with its end of life, October 2026). Add a version
+// here only once Flex lists it (`az functionapp list-flexconsumption-runtimes`).
 @description('Python version of the Functions runtime (functionAppConfig.runtime.version).')
 @allowed([
   '3.11'
   '3.12'
-  '3.13'
 ])
 param pythonVersion string = '3.11'
 
@@ -71,16 +72,22 @@ param principalId string = ''
 param principalType string = 'User'
 
 @secure()
-@description('Twilio auth token. Non-empty = written to Key Vault as secret twilio-auth-token; never an app setting.')
+@description('Twilio auth token. Written to Key Vault as secret twilio-auth-token only when writeTwilioSecrets is true; never an app setting.')
 param twilioAuthToken string = ''
 
 @secure()
-@description('Twilio API key secret (optional). Non-empty = written to Key Vault as secret twilio-api-key-secret.')
+@description('Twilio API key secret (optional). Written to Key Vault as twilio-api-key-secret only when writeTwilioSecrets is true.')
 param twilioApiKeySecret string = ''
 
 @secure()
-@description('Twilio webhook SharedKey secret (optional, for Webhook Rules). Non-empty = Key Vault secret twilio-webhook-shared-key.')
+@description('Twilio webhook SharedKey secret (optional, for Webhook Rules). Written to Key Vault as twilio-webhook-shared-key only when writeTwilioSecrets is true.')
 param twilioWebhookSharedKey string = ''
+
+// A Key Vault secret set on every deployment gets a new version (and a new expiry) each `azd up`, overwriting a token
+// rotated since with `az keyvault secret set`. So the values above are written only on purpose: this is true for one
+// provision (TWILIO_WRITE_SECRETS=true), and the postprovision hook sets it back to false.
+@description('Write the non-empty Twilio secrets above to Key Vault in this deployment (azd: TWILIO_WRITE_SECRETS, one-shot).')
+param writeTwilioSecrets bool = false
 
 @description('Twilio account SID (AC...).')
 param twilioAccountSid string = ''
@@ -127,10 +134,10 @@ param maxSendsPerHour string = ''
 @description('Guardrail: at most one reply (auto-reply, HELP) per inbound sender in this many seconds; empty = no limit (AUTO_REPLY_MIN_INTERVAL_SECONDS).')
 param autoReplyMinIntervalSeconds string = ''
 
-@description('Spread the app over availability zones (only in regions that offer it for Flex; adds always-ready instances).')
+@description('Spread the app over availability zones (only in regions that offer it for Flex; adds always-ready instances). Its storage account is then ZRS, as Azure requires.')
 param zoneRedundant bool = false
 
-@description('Days until a Twilio secret written by `azd up` counts as expired in Key Vault (rotation reminder).')
+@description('Days until a Twilio secret written by the deployment (writeTwilioSecrets) counts as expired in Key Vault (rotation reminder).')
 @minValue(1)
 param twilioSecretExpiryDays int = 365
 
@@ -149,6 +156,15 @@ param instanceMemoryMB int = 2048
 @minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 100
+
+// Flex runs Python HTTP functions one at a time per instance unless this is set: every webhook and status callback
+// (about 3 per send) would then hold an instance of its own, scaling out (cold starts, the instance cap shared with
+// the queue functions) where one instance's thread pool could serve them. Our HTTP functions are sync, so they run
+// on the worker's PYTHON_THREADPOOL_THREAD_COUNT threads: keep the two equal (README, Deploy).
+@description('Concurrent HTTP executions per instance (functionAppConfig.scaleAndConcurrency.triggers.http.perInstanceConcurrency); keep it equal to pythonThreadpoolThreadCount.')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 16
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -222,6 +238,8 @@ module storage 'modules/storage.bicep' = {
     deploymentContainerName: deploymentContainerName
     queueNames: queueNames
     tableNames: tableNames
+    // A zone-redundant Flex app must keep its host storage zone-redundant (ZRS).
+    skuName: zoneRedundant ? 'Standard_ZRS' : 'Standard_GRS'
   }
 }
 
@@ -235,6 +253,7 @@ module keyVault 'modules/keyvault.bicep' = {
     twilioAuthToken: twilioAuthToken
     twilioApiKeySecret: twilioApiKeySecret
     twilioWebhookSharedKey: twilioWebhookSharedKey
+    writeSecrets: writeTwilioSecrets
     secretExpiryDays: twilioSecretExpiryDays
   }
 }
@@ -304,6 +323,7 @@ module api 'modules/functionapp.bicep' = {
     pythonVersion: pythonVersion
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
     twilioAccountSid: twilioAccountSid
     twilioFromNumber: twilioFromNumber
     twilioMessagingServiceSid: twilioMessagingServiceSid

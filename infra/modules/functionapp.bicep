@@ -20,6 +20,9 @@ param pythonVersion string
 param instanceMemoryMB int
 param maximumInstanceCount int
 
+@description('Concurrent HTTP executions per instance; Flex runs Python HTTP functions one at a time per instance without it.')
+param httpPerInstanceConcurrency int
+
 param twilioAccountSid string
 param twilioFromNumber string
 param twilioMessagingServiceSid string
@@ -228,6 +231,12 @@ resource app 'Microsoft.Web/sites@2024-11-01' = {
       scaleAndConcurrency: {
         instanceMemoryMB: instanceMemoryMB
         maximumInstanceCount: maximumInstanceCount
+        // Beside PYTHON_THREADPOOL_THREAD_COUNT (the threads those sync HTTP functions run on): see main.bicep.
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'

@@ -1,5 +1,7 @@
 // Key Vault for the Twilio secrets (DESIGN "Secrets"): RBAC only, soft delete + purge protection.
-// A secret is written only when its @secure() parameter is non-empty; otherwise set it with `az keyvault secret set`.
+// A secret is written only when writeSecrets is true and its @secure() parameter is non-empty: a secret resource in
+// every deployment would add a version (and push the expiry out) on each `azd up`, overwriting a token rotated since
+// with `az keyvault secret set`. Otherwise set and rotate them with `az keyvault secret set`.
 param name string
 param location string
 param tags object
@@ -12,6 +14,9 @@ param twilioApiKeySecret string = ''
 
 @secure()
 param twilioWebhookSharedKey string = ''
+
+@description('Write the non-empty secrets above in this deployment (main.bicep writeTwilioSecrets, one-shot via azd).')
+param writeSecrets bool = false
 
 @description('Days until a secret written by this deployment counts as expired (rotation reminder).')
 @minValue(1)
@@ -46,8 +51,9 @@ resource vault 'Microsoft.KeyVault/vaults@2024-11-01' = {
   }
 }
 
-// Written at deploy time only when given; rotate by `az keyvault secret set` (the app re-reads within SECRET_CACHE_SECONDS).
-module authTokenSecret 'secret.bicep' = if (!empty(twilioAuthToken)) {
+// Written at deploy time only when asked and given; rotate by `az keyvault secret set` (the app re-reads within
+// SECRET_CACHE_SECONDS).
+module authTokenSecret 'secret.bicep' = if (writeSecrets && !empty(twilioAuthToken)) {
   name: 'secret-twilio-auth-token'
   params: {
     vaultName: vault.name
@@ -57,7 +63,7 @@ module authTokenSecret 'secret.bicep' = if (!empty(twilioAuthToken)) {
   }
 }
 
-module apiKeySecret 'secret.bicep' = if (!empty(twilioApiKeySecret)) {
+module apiKeySecret 'secret.bicep' = if (writeSecrets && !empty(twilioApiKeySecret)) {
   name: 'secret-twilio-api-key-secret'
   params: {
     vaultName: vault.name
@@ -67,7 +73,7 @@ module apiKeySecret 'secret.bicep' = if (!empty(twilioApiKeySecret)) {
   }
 }
 
-module webhookSharedKey 'secret.bicep' = if (!empty(twilioWebhookSharedKey)) {
+module webhookSharedKey 'secret.bicep' = if (writeSecrets && !empty(twilioWebhookSharedKey)) {
   name: 'secret-twilio-webhook-shared-key'
   params: {
     vaultName: vault.name

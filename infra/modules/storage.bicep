@@ -7,6 +7,15 @@ param deploymentContainerName string
 param queueNames array
 param tableNames array
 
+// A zone-redundant Flex app needs zone-redundant host storage (ZRS); otherwise geo-redundant (main.bicep picks it
+// from zoneRedundant). Only replicated SKUs are allowed.
+@description('Storage SKU: Standard_ZRS when the function app is zone-redundant (Azure requires it), else Standard_GRS.')
+@allowed([
+  'Standard_GRS'
+  'Standard_ZRS'
+])
+param skuName string = 'Standard_GRS'
+
 resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' = {
   // checkov:skip=CKV_AZURE_59: Flex Consumption without VNet integration reaches its storage over the public endpoint; access is Entra-only (allowSharedKeyAccess false)
   // checkov:skip=CKV_AZURE_35: a deny-by-default storage firewall would block the Flex Consumption app, which has no VNet integration here; access is Entra-only
@@ -15,7 +24,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' = {
   tags: tags
   kind: 'StorageV2'
   sku: {
-    name: 'Standard_GRS'
+    name: skuName
   }
   properties: {
     accessTier: 'Hot'

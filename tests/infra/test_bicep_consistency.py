@@ -281,7 +281,8 @@ def test_function_app_is_flex_consumption_linux_python(function_app: dict[str, A
     assert raw_auth == {"type": "UserAssignedIdentity", "userAssignedIdentityResourceId": "identityId"}
     assert "identity" in json.dumps(app_scope["identityId"]) and '"id"' in json.dumps(app_scope["identityId"])
     assert flex["runtime"] == {"name": "python", "version": "3.11"}
-    assert flex["scaleAndConcurrency"] == {"instanceMemoryMB": 2048, "maximumInstanceCount": 100}
+    assert flex["scaleAndConcurrency"] == {"instanceMemoryMB": 2048, "maximumInstanceCount": 100,
+                                           "triggers": {"http": {"perInstanceConcurrency": 16}}}
     assert "'azd-service-name'" in json.dumps(function_app["tags"])
     assert main["parameters"]["pythonVersion"]["default"] == "3.11"
 

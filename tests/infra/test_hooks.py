@@ -238,3 +238,11 @@ def test_posix_scripts_never_call_a_bare_python_first() -> None:
         loop = re.search(r"for candidate in ([^;]*);", text)
         assert loop is not None and loop[1].split()[-2:] == ["python3", "python"], script
         assert os.access(ROOT / "infra" / "hooks" / script, os.R_OK)
+
+
+def test_prepackage_compiles_what_the_cold_start_benchmark_measures() -> None:
+    """bench/cold_start.py measures the package with the bytecode this hook ships: the same compileall run."""
+    from bench.cold_start import COMPILE
+
+    for script in ("prepackage.sh", "prepackage.ps1"):
+        assert " ".join(COMPILE) in (ROOT / "infra" / "hooks" / script).read_text(), script
