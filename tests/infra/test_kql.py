@@ -19,6 +19,7 @@ Where queries are found (and the test fails if it finds none, or fewer than the 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -124,8 +125,17 @@ def workbook_queries(bicep: dict[str, Any]) -> list[Query]:
 
 
 # ------------------------------------------------------------------ Markdown
+def repo_files(suffixes: set[str]) -> list[Path]:
+    """Files of the repo with these suffixes, not descending into node_modules, venvs, tests/ and the like."""
+    found = []
+    for directory, subdirs, files in os.walk(ROOT):
+        subdirs[:] = sorted(d for d in subdirs if d not in SKIP_DIRS)
+        found += [Path(directory, f) for f in sorted(files) if Path(f).suffix in suffixes]
+    return found
+
+
 def markdown_files() -> list[Path]:
-    return sorted(p for p in ROOT.rglob("*.md") if not SKIP_DIRS & set(p.relative_to(ROOT).parts[:-1]))
+    return repo_files({".md"})
 
 
 def fenced_blocks(text: str) -> Iterator[tuple[str, int, list[str]]]:
@@ -234,11 +244,9 @@ def test_every_query_in_the_repo_is_found(queries: list[Query], bicep: dict[str,
     # ... and no KQL anywhere else: not in another fence or prose, not in another file outside tests/.
     stray = [line for path in markdown_files() for line in unchecked_kql_in_markdown(path)]
     sources = {ROOT / "infra" / ALERTS, ROOT / "infra" / WORKBOOK, *markdown_files()}
-    for path in ROOT.rglob("*"):
-        relative = path.relative_to(ROOT)
-        if (path.is_file() and path.suffix in SCANNED_SUFFIXES and not SKIP_DIRS & set(relative.parts[:-1])
-                and path not in sources and KQL_LIKE.search(path.read_text(errors="replace"))):
-            stray.append(f"{relative}: KQL outside the checked places")
+    for path in repo_files(SCANNED_SUFFIXES):
+        if path not in sources and KQL_LIKE.search(path.read_text(errors="replace")):
+            stray.append(f"{path.relative_to(ROOT)}: KQL outside the checked places")
     assert stray == []
 
 
