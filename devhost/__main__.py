@@ -3,7 +3,8 @@
 Settings come from local.settings.json ``Values`` (the environment wins), HTTP functions are served on
 ``http://localhost:<port>/api/...`` (``--port``, else ``Host.LocalHttpPort``, else 7071; loopback only: a
 development host has no business being reachable from the network), queue triggers poll their queues with
-host.json's semantics, and every invocation runs on one pool of ``PYTHON_THREADPOOL_THREAD_COUNT`` threads.
+host.json's semantics, and every sync invocation runs on one pool of ``PYTHON_THREADPOOL_THREAD_COUNT`` threads
+(an invalid value: a warning, then the worker's default), every ``async def`` one on one event loop.
 SIGINT (Ctrl-C) or SIGTERM stops it cleanly: no new work is taken, running invocations finish.
 """
 
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     queues = QueueHost(functions, pool=pool, poll_interval=0.1,
                        max_polling_interval=queue_settings().max_polling_interval).start()
 
-    print(f"switchboard local host (devhost): {pool.threads} worker threads\n\nFunctions:\n", flush=True)
+    print(f"switchboard local host (devhost): {pool.threads} worker threads (async functions: one event loop)"
+          "\n\nFunctions:\n", flush=True)
     for line in http.describe() + queues.describe():
         print(f"\t{line}\n", flush=True)
 

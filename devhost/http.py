@@ -10,7 +10,10 @@ What the real host + Python worker 4.34 do, and this host does too (observed, an
 - header names reach the function lower-cased;
 - the response is encoded by azure.functions' own converter: ``text/*`` gets ``; charset=…``, other types
   (``application/json``) carry no charset;
-- every invocation runs on the worker's thread pool (``devhost.worker.WorkerPool``).
+- a sync function runs on the worker's thread pool, an ``async def`` one on its event loop
+  (``devhost.worker.WorkerPool``);
+- the listening socket's backlog is the real host's (Kestrel: 512), so a burst of connections queues instead of
+  being dropped or reset.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import threading
 import time
 import uuid
@@ -34,6 +38,7 @@ from .worker import WorkerPool
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("devhost.http")
+LISTEN_BACKLOG = 512  # Kestrel's default listen backlog (socketserver's default, 5, drops bursts)
 
 __all__ = ["HttpHost", "OutBox", "resolve_setting"]
 
@@ -56,6 +61,17 @@ class OutBox(func.Out):
 
     def get(self) -> Any:
         return self.value
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A caller that hung up before its answer was written is not the host's error (no traceback)."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Route:
@@ -87,7 +103,7 @@ class HttpHost:
         self.pool = pool or WorkerPool()
         self.bind_host, self.bind_port = host, port
         self.public_host = public_host
-        self.server: ThreadingHTTPServer | None = None
+        self.server: _Server | None = None
         self.thread: threading.Thread | None = None
 
     @property
@@ -128,8 +144,7 @@ class HttpHost:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
-        self.server = ThreadingHTTPServer((self.bind_host, self.bind_port), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server((self.bind_host, self.bind_port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, name="devhost-http", daemon=True)
         self.thread.start()
         return self.base_url
@@ -169,7 +184,7 @@ class HttpHost:
         invocation = str(uuid.uuid4())
         started = time.perf_counter()
         try:
-            response = self.pool.submit(route.fn.get_user_function(), **kwargs).result()
+            response = self.pool.invoke(route.fn.get_user_function(), **kwargs).result()
             for binding, box in outputs:
                 if box.value is not None:
                     self.queue_writer(resolve_setting(binding["queueName"]), box.value)

@@ -8,8 +8,9 @@ Polls the storage queue of every indexed queue-trigger function with host.json's
   ``visibilityTimeout`` (configurable here: tests scale it down, the default is host.json's);
 - when a failing try had ``dequeue_count >= maxDequeueCount`` the message moves to ``<queue>-poison`` (same
   content), as the host does.
-Invocations run on the worker's thread pool (``devhost.worker.WorkerPool``, ``PYTHON_THREADPOOL_THREAD_COUNT``
-threads), so however many messages a batch holds, at most that many functions run at once.
+Sync invocations run on the worker's thread pool (``devhost.worker.WorkerPool``, ``PYTHON_THREADPOOL_THREAD_COUNT``
+threads), so however many messages a batch holds, at most that many sync functions run at once; an ``async def``
+function runs on the worker's event loop (awaited: its message is settled when the coroutine ends).
 The function gets what the Python worker builds: azure.functions' own ``QueueMessageInConverter`` decoding the
 message as a string, with the trigger metadata ``Id``, ``DequeueCount``, ``InsertionTime``, ``ExpirationTime``,
 ``NextVisibleTime`` and ``PopReceipt``.
@@ -17,11 +18,13 @@ message as a string, with the trigger metadata ``Id``, ``DequeueCount``, ``Inser
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import threading
 import time
 import uuid
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -59,6 +62,10 @@ class _Trigger:
     queue_name: str
     arg_name: str
     user_function: Any
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.user_function)
 
 
 def _iso(moment: datetime | None) -> meta.Datum | None:
@@ -107,6 +114,9 @@ class QueueHost:
         self.pool = pool or WorkerPool()
         self._running = 0
         self._running_lock = threading.Condition()
+        # The host's side of async invocations: settling their messages (blocking storage calls) never runs on
+        # the worker's event loop.
+        self._settler = ThreadPoolExecutor(max_workers=4, thread_name_prefix="devhost-settle")
 
     def describe(self) -> list[str]:
         """One line per queue function, as ``func start`` lists them."""
@@ -132,6 +142,7 @@ class QueueHost:
             thread.join(timeout=10)
         with self._running_lock:
             self._running_lock.wait_for(lambda: self._running == 0, timeout=30)
+        self._settler.shutdown(wait=True)
         if self._own_pool:
             self.pool.shutdown()
 
@@ -165,19 +176,48 @@ class QueueHost:
                     break  # not started: it reappears when its lease ends, as with the real host
                 with self._running_lock:
                     self._running += 1
-                self.pool.submit(self._invoke, trigger=trigger, client=client, message=message)
+                self._dispatch(trigger, client, message)
+
+    def _dispatch(self, trigger: _Trigger, client: Any, message: Any) -> None:
+        """A sync function runs (and its message is settled) on a pool thread; a coroutine function runs on the
+        worker's event loop and its message is settled by the host's own thread once it finishes."""
+        if not trigger.is_async:
+            self.pool.submit(self._invoke, trigger=trigger, client=client, message=message)
+            return
+        invocation, started = str(uuid.uuid4()), time.perf_counter()
+        self.stats.add(invocations=1)
+        try:
+            future = self.pool.invoke(trigger.user_function, **{trigger.arg_name: queue_message(message)})
+        except Exception as exc:  # noqa: BLE001 - settled as a failed try
+            self._settle(trigger, client, message, invocation, started, exc)
+            return
+
+        def settle(done: Future) -> None:
+            error = CancelledError() if done.cancelled() else done.exception()
+            self._settler.submit(self._settle, trigger, client, message, invocation, started, error)
+
+        future.add_done_callback(settle)
 
     def _invoke(self, trigger: _Trigger, client: Any, message: Any) -> None:
         invocation, started = str(uuid.uuid4()), time.perf_counter()
+        self.stats.add(invocations=1)
+        error: BaseException | None = None
         try:
-            self.stats.add(invocations=1)
-            try:
-                trigger.user_function(**{trigger.arg_name: queue_message(message)})
-            except Exception as exc:  # noqa: BLE001 - the host logs and retries
+            trigger.user_function(**{trigger.arg_name: queue_message(message)})
+        except Exception as exc:  # noqa: BLE001 - the host logs and retries
+            error = exc
+        self._settle(trigger, client, message, invocation, started, error)
+
+    def _settle(self, trigger: _Trigger, client: Any, message: Any, invocation: str, started: float,
+                error: BaseException | None) -> None:
+        """Delete the message after a success; after a failure make it visible again after ``visibilityTimeout``,
+        or move it to ``<queue>-poison`` when this was try ``maxDequeueCount``."""
+        try:
+            if error is not None:
                 self.stats.add(failed=1)
                 log.info("Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms, DequeueCount=%s): %s",
                          trigger.function_name, invocation, (time.perf_counter() - started) * 1000,
-                         message.dequeue_count, type(exc).__name__)
+                         message.dequeue_count, type(error).__name__)
                 if message.dequeue_count >= self.max_dequeue_count:
                     storage.queue(trigger.queue_name + "-poison").send_message(message.content)
                     client.delete_message(message.id, message.pop_receipt)

@@ -4,6 +4,7 @@ variables, except where the environment already defines one (the environment win
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import MutableMapping
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HTTP_PORT = 7071
+log = logging.getLogger("devhost")
 
 
 class LocalSettingsError(ValueError):
@@ -56,15 +58,15 @@ def resolve_setting(expression: str) -> str:
 
 
 def worker_thread_count() -> int:
-    """Threads the Python worker runs sync functions on: ``PYTHON_THREADPOOL_THREAD_COUNT``, else Python's
-    ThreadPoolExecutor default, min(32, cores + 4) (the worker's default since Python 3.9)."""
-    raw = os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", "").strip()
-    if raw:
-        try:
-            count = int(raw)
-        except ValueError:
-            raise LocalSettingsError(f"PYTHON_THREADPOOL_THREAD_COUNT must be a whole number, got {raw!r}") from None
-        if count < 1:
-            raise LocalSettingsError(f"PYTHON_THREADPOOL_THREAD_COUNT must be at least 1, got {count}")
-        return count
-    return min(32, (os.cpu_count() or 1) + 4)
+    """Threads the Python worker runs sync functions on, read as worker 4.34 reads ``PYTHON_THREADPOOL_THREAD_COUNT``
+    (``shared.config.parse_thread_count``): a whole number of at least 1, no upper bound; unset → its default,
+    min(32, cores + 4); anything else → a warning naming the setting and its value, then that default (the worker
+    does not stop, and neither does this host)."""
+    from shared.config import THREAD_COUNT, parse_thread_count
+
+    raw = os.environ.get(THREAD_COUNT)
+    count, problem = parse_thread_count(raw)
+    if problem:
+        log.warning("%s=%r %s (it must be a whole number of at least 1): using the worker's default, "
+                    "min(32, cores + 4) = %d threads", THREAD_COUNT, str(raw)[:40], problem, count)
+    return count

@@ -59,9 +59,10 @@ SETTINGS: tuple[Setting, ...] = (
             doc="sends of the whole app per clock hour (UTC); over it: deferred to the next hour"),
     Setting("AUTO_REPLY_MIN_INTERVAL_SECONDS",
             doc="at most one reply (auto-reply, HELP) per inbound sender in this many seconds"),
-    # Read by the Python worker itself; the app sizes its HTTP connection pools to it.
-    Setting("PYTHON_THREADPOOL_THREAD_COUNT", "16",
-            doc="worker threads for sync functions per instance (worker default: min(32, cores + 4))"),
+    # Read by the Python worker itself; the app sizes its HTTP connection pools to it (see thread_count_setting).
+    Setting("PYTHON_THREADPOOL_THREAD_COUNT",
+            doc="worker threads for sync functions per instance; unset or invalid = the worker's default, "
+                "min(32, cores + 4)"),
     # Local-only secrets: never app settings in Azure (the vault holds them there).
     Setting("TWILIO_AUTH_TOKEN", secret=True, doc="local runs only: auth token when KEY_VAULT_URL is empty"),
     Setting("TWILIO_API_KEY_SECRET", secret=True, doc="local runs only: API key secret when KEY_VAULT_URL is empty"),
@@ -164,7 +165,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         secret_cache_seconds=_number(env, "SECRET_CACHE_SECONDS"),
         twilio_http_timeout=_number(env, "TWILIO_HTTP_TIMEOUT_SECONDS"),
         reconcile_settle_seconds=_number(env, "RECONCILE_SETTLE_SECONDS"),
-        thread_count=max(1, int(_number(env, "PYTHON_THREADPOOL_THREAD_COUNT"))),
+        thread_count=thread_count_setting(env),
         # Kept as text: shared.guardrails parses them where they are used, so a bad value stops only sends.
         allowed_destinations=_read(env, "ALLOWED_DESTINATIONS"),
         max_sends_per_recipient_per_hour=_read(env, "MAX_SENDS_PER_RECIPIENT_PER_HOUR"),
@@ -172,6 +173,44 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auto_reply_min_interval_seconds=_read(env, "AUTO_REPLY_MIN_INTERVAL_SECONDS"),
         raw={s.name: _read(env, s.name) for s in SETTINGS if not s.secret},
     )
+
+
+THREAD_COUNT = "PYTHON_THREADPOOL_THREAD_COUNT"
+
+
+def default_thread_count() -> int:
+    """The Python worker's thread count when the setting is absent or invalid: ThreadPoolExecutor's own default
+    (the worker passes no max_workers on Python 3.9+), min(32, cores + 4)."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+def parse_thread_count(raw: str | None) -> tuple[int, str]:
+    """What the Python worker (4.34) makes of ``PYTHON_THREADPOOL_THREAD_COUNT``: ``(threads, problem)``.
+
+    As the worker: absent → the default; otherwise ``int()`` of the value as set (so surrounding spaces are fine,
+    ``"8.0"`` and ``""`` are not) and at least 1, with no upper bound (the worker's cap of 32 applied to Python
+    3.7 only); anything else → the default, and ``problem`` says why (the caller warns, naming the value)."""
+    if raw is None:
+        return default_thread_count(), ""
+    try:
+        count = int(raw)
+    except ValueError:
+        return default_thread_count(), "is not an integer"
+    if count < 1:
+        return default_thread_count(), "is below 1"
+    return count, ""
+
+
+def thread_count_setting(env: Mapping[str, str]) -> int:
+    """The worker's thread count for ``env``, warning once per call when the value is unusable (the worker
+    warns too, and uses its default: so does the app, to size its connection pools to the real pool)."""
+    raw = env.get(THREAD_COUNT)
+    count, problem = parse_thread_count(raw)
+    if problem:
+        log.warning("setting %s=%r %s (it must be a whole number of at least 1): the Python worker ignores it and "
+                    "runs its default, min(32, cores + 4) = %d threads; the app sizes its connection pools for "
+                    "those", THREAD_COUNT, str(raw)[:40], problem, count)
+    return count
 
 
 _lock = threading.Lock()

@@ -11,12 +11,15 @@ creation and queues use the SDK clients.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
 from urllib.parse import urlsplit
 
 from .config import MissingSettingError, get_settings
+
+log = logging.getLogger("switchboard.storage")
 
 # Azurite's published development account (not a secret: it is the same on every machine).
 _AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -45,9 +48,66 @@ LEGACY_CHECK_SECONDS = 300.0
 _credential_override: Any = None
 
 
+class StorageSettingError(RuntimeError):
+    """``AzureWebJobsStorage`` holds a connection string no storage client can use (not ``Name=value`` pairs, no
+    account or endpoint, an ``AccountKey`` that is not base64, no key or SAS). Storage trouble like any other
+    (:func:`is_storage_error`: webhooks answer 503, sends retry), logged once per process by
+    :func:`connection_string`; the message names the setting and the problem, never a value from it."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"setting AzureWebJobsStorage is not a usable storage connection string: {problem}")
+        self.problem = problem
+
+
 def connection_string() -> str:
+    """``AzureWebJobsStorage`` as a connection string ('' = identity-based settings); raises
+    :class:`StorageSettingError` when it is one no client can use."""
     raw = get_settings().storage_connection
-    return DEVELOPMENT_CONNECTION if raw.replace(" ", "").lower() == "usedevelopmentstorage=true" else raw
+    if raw.replace(" ", "").lower() == "usedevelopmentstorage=true":
+        return DEVELOPMENT_CONNECTION
+    if raw:
+        problem = connection_problem(raw)
+        if problem:
+            _report_unusable_once(problem)
+            raise StorageSettingError(problem)
+    return raw
+
+
+def connection_problem(connection: str) -> str:
+    """Why the storage SDKs (and the point client) cannot use ``connection``, or '' when they can. The answer
+    never quotes the string: it may hold the account key."""
+    import base64
+    import binascii
+
+    items = connection.strip().rstrip(";").split(";")
+    if not all("=" in item for item in items):
+        return "it is not a list of Name=value pairs separated by ';'"
+    parts = {name.strip().lower(): value.strip() for name, _, value in (i.partition("=") for i in items)}
+    endpoints = ("queueendpoint", "tableendpoint")
+    if not parts.get("accountname") and not all(parts.get(name) for name in endpoints):
+        return "it names no AccountName (nor both a QueueEndpoint and a TableEndpoint)"
+    if parts.get("accountkey"):
+        try:
+            base64.b64decode(parts["accountkey"], validate=True)
+        except (binascii.Error, ValueError):
+            return "its AccountKey is not base64 (copy the key again from the storage account's Access keys)"
+        return ""
+    if not parts.get("sharedaccesssignature"):
+        return "it has neither an AccountKey nor a SharedAccessSignature"
+    return ""
+
+
+_reported_problems: set[str] = set()
+_reported_lock = threading.Lock()  # not _lock: client creation holds that one while reading the setting
+
+
+def _report_unusable_once(problem: str) -> None:
+    with _reported_lock:
+        if problem in _reported_problems:
+            return
+        _reported_problems.add(problem)
+    log.error("setting AzureWebJobsStorage is not a usable storage connection string: %s; every storage call "
+              "fails (webhooks answer 503, queue messages are retried) until it is fixed", problem)
 
 
 def _identity_endpoint(service: str) -> str:
@@ -159,12 +219,16 @@ def point_table(name: str) -> Any:
 
 
 def _make_point_table(name: str) -> Any:
-    from .point_table import PointTableClient, TableAccount, account_from_connection_string
+    from .point_table import PointTableClient, TableAccount, UnsupportedConnectionError, account_from_connection_string
     from .transport import OriginPool
 
     conn = connection_string()
     if conn:
-        account = account_from_connection_string(conn)
+        try:
+            account = account_from_connection_string(conn)
+        except UnsupportedConnectionError as exc:  # what connection_problem missed: the same kind of trouble
+            _report_unusable_once(str(exc))
+            raise StorageSettingError(str(exc)) from None
     else:
         endpoint = _identity_endpoint("table")
         account = TableAccount(endpoint.rstrip("/"), (urlsplit(endpoint).hostname or "").split(".")[0],
@@ -224,6 +288,8 @@ def reset_clients() -> None:
     with _lock:
         _clients.clear()
         _legacy_rows.clear()
+    with _reported_lock:
+        _reported_problems.clear()
 
 
 def partition_has_rows(table_name: str, partition: str, *, fresh: bool = False) -> bool:
@@ -243,7 +309,10 @@ def partition_has_rows(table_name: str, partition: str, *, fresh: bool = False) 
 
 
 def is_storage_error(exc: BaseException) -> bool:
-    """Whether ``exc`` came from an Azure SDK call (storage down, throttled, …): transient for callers."""
+    """Whether ``exc`` came from an Azure SDK call (storage down, throttled, …) or from an unusable
+    ``AzureWebJobsStorage`` (:class:`StorageSettingError`): transient for callers."""
+    if isinstance(exc, StorageSettingError):
+        return True
     from azure.core.exceptions import AzureError
 
     return isinstance(exc, AzureError)

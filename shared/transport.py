@@ -89,11 +89,17 @@ class ResolvedEnvAdapter(HTTPAdapter):
         return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
 
 
+# The worker accepts any thread count of at least 1 (no upper bound); connections kept idle per origin stop here
+# (urllib3 pre-fills a pool's queue with one slot per connection, so a count of 10**9 would exhaust memory).
+MAX_POOLED_CONNECTIONS = 1024
+
+
 def pool_size() -> int:
-    """Connections kept per host: one per worker thread (``PYTHON_THREADPOOL_THREAD_COUNT``)."""
+    """Connections kept per host: one per worker thread (``PYTHON_THREADPOOL_THREAD_COUNT`` as the worker reads
+    it: its default, min(32, cores + 4), when unset or invalid), at most ``MAX_POOLED_CONNECTIONS``."""
     from .config import get_settings
 
-    return get_settings().thread_count
+    return min(get_settings().thread_count, MAX_POOLED_CONNECTIONS)
 
 
 def new_session(max_retries: Any = 0) -> requests.Session:
