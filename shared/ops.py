@@ -282,6 +282,8 @@ def sends_show(args: argparse.Namespace, out: Output) -> int:
         for name in sorted(fields):
             if name not in ("RowKey", "kind", "meaning", "status"):
                 out.line(f"  {name:<22} {_cell(fields[name])}")
+        if len(row.sids) > 1:
+            out.line(f"  double send: Twilio holds {len(row.sids)} messages for this id: {', '.join(row.sids)}")
         resolution = {k: v for k, v in fields.items() if "resol" in k or "reconcil" in k}
         if not resolution and row.status in ("unknown", "claimed"):
             out.line("  in doubt: not resolved yet (a status callback or reconciliation fills it in)")
