@@ -23,7 +23,16 @@ RowKey = id; ``kind`` = ``sms`` | ``call``):
   first try committed, the answer was lost: 409 on the retry) is recognised as our own, not another delivery's.
 
 SID index rows (PartitionKey ``sid-`` + the SID's last two hex digits, RowKey = SID, ``id``, ``kind``) say which id
-a Twilio SID was recorded for, so reconciliation never takes another id's message for its own.
+a Twilio SID was recorded for, so reconciliation never takes another id's message for its own. Inserting the
+index row *is* the claim of a SID (:func:`claim_sid`): of two ids that both found one message, exactly one wins.
+``sids`` on a send row lists every SID the account reported for that id; more than one is a double send, logged
+as an ERROR ``double_send`` line (alerts count it).
+
+Attempt index rows (PartitionKey ``to-`` + 2 hex digits of a hash of kind and recipient, RowKey = that hash, the
+attempt's start and the id; ``id``, ``content_key``) are written before every create (:func:`note_attempt`), so
+reconciliation can ask "which other sends of ours went to this recipient around then?" with one range query, and
+refuses to take a message another unresolved send could own (:func:`attempts_to`). The recipient is never stored:
+only its hash.
 
 Partitions. One table partition takes ~2,000 entities/s in Azure, and each send costs its partition a claim, a
 record and two updates per status callback; so rows are spread by a stable hash (SHA-256, not Python's salted
@@ -71,6 +80,16 @@ class LedgerConflictError(RuntimeError):
     """The row changed under us (etag mismatch): re-read and decide again."""
 
 
+class SidClaimedError(RuntimeError):
+    """The SID is already recorded for another id (``owner``): it is that id's message, not this one's."""
+
+    def __init__(self, kind: str, sid: str, owner: str) -> None:
+        super().__init__(f"{kind} SID {sid} belongs to id {owner!r}")
+        self.kind = kind
+        self.sid = sid
+        self.owner = owner
+
+
 class UnknownSendError(LookupError):
     """No row for this id (a status callback for a send this app never made)."""
 
@@ -107,6 +126,21 @@ class Row:
     def conflicts_with(self, content_hash: str) -> bool:
         """True when this row was written for different content than ``content_hash`` (no stored hash: no)."""
         return bool(self.content_hash) and self.content_hash != content_hash
+
+    @property
+    def sids(self) -> tuple[str, ...]:
+        """Every SID the account reported for this id (the row's ``sid`` first); two or more = a double send."""
+        listed = [s for s in str(self.fields.get("sids", "") or "").split(",") if s]
+        return tuple(dict.fromkeys(([self.sid] if self.sid else []) + listed))
+
+    @property
+    def unresolved(self) -> bool:
+        """True while an attempt of this id may have created a message nobody has tied to it yet: no SID, no
+        Twilio status, and a status that leaves the question open (or dead-lettered as ambiguous)."""
+        if self.reached_twilio:
+            return False
+        return self.status in ("claimed", "unknown", "retrying") or (
+            self.status == "failed" and self.fields.get("resolution") == "ambiguous")
 
     @property
     def reached_twilio(self) -> bool:
@@ -231,11 +265,27 @@ def status_rank(kind: str, status: str) -> int:
     return (_MESSAGE_ORDER if kind == "sms" else _CALL_ORDER).get(status.lower(), 0)
 
 
+MAX_SIDS = 20  # ``sids`` keeps this many (35 chars each); more would be a runaway, already flagged long before
+
+
+def _with_sid(row: Row, sid: str) -> str:
+    return ",".join(list(dict.fromkeys(row.sids + (sid,)))[:MAX_SIDS])
+
+
 def record_sent(row: Row, sid: str, twilio_status: str, *, max_tries: int = 8, **extra: Any) -> Row:
-    """After Twilio accepted a send: store the SID; status ``sent`` unless a callback already said more."""
-    remember_sid(row.kind, sid, row.id)
+    """After Twilio accepted a send: store the SID; status ``sent`` unless a callback already said more.
+    The SID is claimed in the index first; a create answer is Twilio's own word, so a SID another id holds is
+    logged as an error and recorded anyway (that other id's claim was the mistake)."""
+    try:
+        claim_sid(row.kind, sid, row.id)
+    except SidClaimedError as exc:
+        log.error("ledger: double_send suspected: %s SID %s answered to id %s is indexed for id %s", row.kind, sid,
+                  row.id, exc.owner)
     for _ in range(max_tries):
         values: dict[str, Any] = {"sid": sid, "last_error": "", **extra}
+        if row.sid and row.sid != sid:
+            _flag_double_send(row, sid)
+        values["sids"] = _with_sid(row, sid)
         if not row.twilio_status:
             values["status"] = "sent"
             values["twilio_status"] = twilio_status
@@ -251,9 +301,26 @@ def record_sent(row: Row, sid: str, twilio_status: str, *, max_tries: int = 8, *
     raise LedgerConflictError(f"{row.kind}/{row.id}: too many concurrent changes")
 
 
+def _flag_double_send(row: Row, sid: str) -> None:
+    """One ERROR line per SID found beyond the first for an id: the alert on double sends counts these."""
+    log.error("ledger: double_send %s id=%s sids=%s", row.kind, row.id, ",".join(row.sids + (sid,)))
+
+
+class CallbackSidMismatchError(RuntimeError):
+    """A status callback for ``id`` names a SID that is not the row's: another id's message (``owner`` set), or
+    a second message created under this id (a double send, now recorded in ``sids``)."""
+
+    def __init__(self, kind: str, ident: str, sid: str, owner: str | None) -> None:
+        what = f"id {owner!r}'s message" if owner else "a second message sent under this id (double send)"
+        super().__init__(f"{kind} callback for id {ident!r} names SID {sid}: {what}")
+        self.kind, self.ident, self.sid, self.owner = kind, ident, sid, owner
+
+
 def apply_callback(kind: str, ident: str, twilio_status: str, *, sid: str = "", error_code: str = "",
                    max_tries: int = 8) -> Row:
-    """Write a status callback into the row, moving forward only. Raises :class:`UnknownSendError`."""
+    """Write a status callback into the row, moving forward only. Raises :class:`UnknownSendError`, and
+    :class:`CallbackSidMismatchError` when the callback is about another message than the row's (nothing of the
+    row's status moves; a second message of this id is recorded in ``sids`` and flagged as a double send)."""
     twilio_status = twilio_status.strip().lower()
     for _ in range(max_tries):
         row = get(kind, ident)
@@ -261,11 +328,32 @@ def apply_callback(kind: str, ident: str, twilio_status: str, *, sid: str = "", 
             raise UnknownSendError(kind, ident)
         if row.status == "rejected":
             return row  # never sent: nothing Twilio says can be about it
-        newer = status_rank(kind, twilio_status) > status_rank(kind, row.twilio_status) or not row.twilio_status
         values: dict[str, Any] = {}
-        if sid and not row.sid:
-            remember_sid(kind, sid, ident)
+        if sid and sid != row.sid:
+            owner = id_for_sid(kind, sid)
+            if owner not in (None, ident):
+                log.error("ledger: sid_mismatch %s callback for id=%s names SID %s of id=%s", kind, ident, sid,
+                          owner)
+                raise CallbackSidMismatchError(kind, ident, sid, owner)
+            if owner is None:
+                try:
+                    claim_sid(kind, sid, ident)
+                except SidClaimedError as exc:
+                    log.error("ledger: sid_mismatch %s callback for id=%s names SID %s of id=%s", kind, ident,
+                              sid, exc.owner)
+                    raise CallbackSidMismatchError(kind, ident, sid, exc.owner) from None
+            if row.sid:
+                # The callback URL carries this id, so Twilio created a second message for it.
+                if sid not in row.sids:
+                    _flag_double_send(row, sid)
+                    try:
+                        update(row, sids=_with_sid(row, sid), double_send=True)
+                    except LedgerConflictError:
+                        continue
+                raise CallbackSidMismatchError(kind, ident, sid, None)
             values["sid"] = sid
+            values["sids"] = _with_sid(row, sid)
+        newer = status_rank(kind, twilio_status) > status_rank(kind, row.twilio_status) or not row.twilio_status
         if newer and twilio_status:
             values.update(status=twilio_status, twilio_status=twilio_status)
             if error_code:
@@ -287,13 +375,13 @@ def _sid_partition(sid: str) -> str:
 
 
 def is_send_entity(entity: Mapping[str, Any]) -> bool:
-    """False for the SID index rows that share the table (listings show sends only)."""
-    return not str(entity.get("PartitionKey", "")).startswith(SID_INDEX_PREFIX)
+    """False for the SID and attempt index rows that share the table (listings show sends only)."""
+    return not str(entity.get("PartitionKey", "")).startswith((SID_INDEX_PREFIX, ATTEMPT_INDEX_PREFIX))
 
 
-def remember_sid(kind: str, sid: str, ident: str) -> None:
-    """Index ``sid`` → ``ident``. The first id to record a SID keeps it; another id claiming the same SID is
-    logged as an error (it would mean a send was taken for another's), never overwritten."""
+def claim_sid(kind: str, sid: str, ident: str) -> None:
+    """Record ``sid`` as ``ident``'s in the SID index: insert-if-absent, so of two ids that found the same message
+    only one can hold it. Raises :class:`SidClaimedError` when another id holds it (holding it already is fine)."""
     from azure.core.exceptions import ResourceExistsError
 
     if not sid:
@@ -304,7 +392,7 @@ def remember_sid(kind: str, sid: str, ident: str) -> None:
     except ResourceExistsError:
         owner = id_for_sid(kind, sid)
         if owner not in (None, ident):
-            log.error("ledger: SID %s is recorded for id %s and now also for id %s", sid, owner, ident)
+            raise SidClaimedError(kind, sid, owner) from None
 
 
 def id_for_sid(kind: str, sid: str) -> str | None:
@@ -316,6 +404,58 @@ def id_for_sid(kind: str, sid: str) -> str | None:
     except ResourceNotFoundError:
         return None
     return str(entity.get("id") or "") or None
+
+
+# ---------------------------------------------------------------- attempt index: our sends to one recipient
+
+ATTEMPT_INDEX_PREFIX = "to-"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of one id to a recipient, as the attempt index holds it."""
+
+    id: str
+    started: datetime
+    content_key: str
+
+
+def _recipient_hash(kind: str, to: str) -> str:
+    return hashlib.sha256(f"{kind}\x00{to}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _attempt_stamp(when: datetime) -> str:
+    return when.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def note_attempt(kind: str, ident: str, to: str, content_key: str, started: datetime) -> None:
+    """Record, before a create is sent, that ``ident`` attempts a send to ``to`` (see the module docstring)."""
+    from azure.core.exceptions import ResourceExistsError
+
+    digest = _recipient_hash(kind, to)
+    try:
+        storage.point_table(TABLE).create_entity({
+            "PartitionKey": ATTEMPT_INDEX_PREFIX + digest[:2], "RowKey": f"{digest}_{_attempt_stamp(started)}_{ident}",
+            "id": ident, "kind": kind, "content_key": content_key, "started": started})
+    except ResourceExistsError:
+        pass  # the same attempt noted twice (an SDK retry of our own insert)
+
+
+def attempts_to(kind: str, to: str, since: datetime) -> list[Attempt]:
+    """Every attempt to ``to`` that started at or after ``since`` (one range query in one partition)."""
+    digest = _recipient_hash(kind, to)
+    entities = storage.table(TABLE).query_entities(
+        "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+        parameters={"pk": ATTEMPT_INDEX_PREFIX + digest[:2], "lo": f"{digest}_{_attempt_stamp(since)}",
+                    "hi": f"{digest}`"})
+    found = []
+    for entity in entities:
+        started = entity.get("started")
+        if not isinstance(started, datetime):
+            continue
+        found.append(Attempt(id=str(entity.get("id", "")), started=started if started.tzinfo else
+                             started.replace(tzinfo=timezone.utc), content_key=str(entity.get("content_key", ""))))
+    return found
 
 
 # ---------------------------------------------------------------- legacy layout → spread partitions

@@ -282,6 +282,8 @@ def sends_show(args: argparse.Namespace, out: Output) -> int:
         for name in sorted(fields):
             if name not in ("RowKey", "kind", "meaning", "status"):
                 out.line(f"  {name:<22} {_cell(fields[name])}")
+        if len(row.sids) > 1:
+            out.line(f"  double send: Twilio holds {len(row.sids)} messages for this id: {', '.join(row.sids)}")
         resolution = {k: v for k, v in fields.items() if "resol" in k or "reconcil" in k}
         if not resolution and row.status in ("unknown", "claimed"):
             out.line("  in doubt: not resolved yet (a status callback or reconciliation fills it in)")
@@ -508,8 +510,9 @@ def plan_replay(kind: Kind, letter: DeadLetter) -> ReplayPlan:
 
 
 def twilio_view(kind: Kind, plan: ReplayPlan, letter: DeadLetter) -> list[dict[str, Any]]:
-    """What Twilio has for this send: by SID when the ledger has one, else recent messages/calls to the recipient."""
-    from . import twilio_api
+    """What Twilio has for this send: by SID when the ledger has one, else recent messages/calls to the recipient;
+    each with the id the SID index holds it for (``owner``: "" when no id holds it)."""
+    from . import ledger, twilio_api
     from .redact import mask_number
 
     row = plan.row
@@ -531,7 +534,8 @@ def twilio_view(kind: Kind, plan: ReplayPlan, letter: DeadLetter) -> list[dict[s
     for item in found:
         when = item.created
         view = {"sid": item.sid, "status": item.status, "to": mask_number(item.to),
-                "created": when.isoformat() if isinstance(when, datetime) else str(when or "")}
+                "created": when.isoformat() if isinstance(when, datetime) else str(when or ""),
+                "owner": ledger.id_for_sid(kind, item.sid) or ""}
         if kind == "sms" and wanted is not None:
             view["same_body"] = item.body == wanted
         views.append(view)
@@ -558,6 +562,11 @@ def poison_replay(args: argparse.Namespace, out: Output) -> int:
                 _print_twilio(out, letter, entry)
                 if "twilio_error" in entry:
                     entry["result"] = "kept: Twilio could not be read, so it is not forced"
+                elif not getattr(plan.row, "sid", "") and probably_this_send(letter.send_id, entry):
+                    # In doubt, and Twilio holds a match nobody else owns: a forced replay would likely double it.
+                    sid = probably_this_send(letter.send_id, entry)
+                    entry["result"] = (f"kept: Twilio's {sid} matches this send and belongs to no other id, so it "
+                                       "was probably sent; not forced")
                 elif not args.force:
                     entry["result"] = "kept: re-run with --force to send it again"
                 else:
@@ -601,7 +610,19 @@ def _print_twilio(out: Output, letter: DeadLetter, entry: dict[str, Any]) -> Non
         out.line("  Twilio: nothing found for this send (by SID, or to this recipient in the last 2 days)")
     for item in entry.get("twilio", []):
         same = {True: "  same body", False: "  other body"}.get(item.get("same_body"), "")
-        out.line(f"  Twilio: {item['sid']} {item['status']} to {item['to']} created {item['created']}{same}")
+        owner = f"  belongs to id {item['owner']}" if item.get("owner") else "  belongs to no id"
+        out.line(f"  Twilio: {item['sid']} {item['status']} to {item['to']} created {item['created']}{same}{owner}")
+
+
+def probably_this_send(letter_id: str, entry: dict[str, Any]) -> str:
+    """The SID in Twilio's view that no other id holds and that has this send's body (or is this id's): forcing a
+    replay then would most likely send it a second time. "" when there is none."""
+    for item in entry.get("twilio", []):
+        if item.get("owner") == letter_id:
+            return item["sid"]
+        if not item.get("owner") and item.get("same_body") is not False:
+            return item["sid"]
+    return ""
 
 
 def poison_purge(args: argparse.Namespace, out: Output, ask: Callable[[str], str]) -> int:

@@ -11,25 +11,31 @@ Order of work, and why:
    dead-lettered as ``recipient_rate_limited``; over ``MAX_SENDS_PER_HOUR`` → deferred to the next hour, outcome
    ``deferred`` with detail ``budget_exhausted``) and credentials *before* claiming, so a failure there leaves no
    claim behind (a claim with no outcome would later look like a crash mid-send).
-4. Claim the id in the ledger (insert-if-absent). An existing row decides instead of us:
+4. Claim the id in the ledger (insert-if-absent), and note the attempt in the attempt index before the create.
+   An existing row decides instead of us:
    - Twilio has it (``sid`` or a Twilio status) → duplicate delivery: acknowledged, not sent again.
    - ``failed`` / ``rejected`` → it was dead-lettered already: acknowledged; unless the row is ``resendable``
      (it never reached Twilio: invalid, opted out, or transient errors until the last try), then a corrected
      or re-submitted message with the same id takes the claim over and is sent.
-   - ``retrying`` → the last try *observed* that Twilio did not get it (refused connection, 429, 5xx answer,
-     secret unavailable): take the claim over (etag-guarded) and send.
-   - ``claimed`` younger than the lease → another delivery of the same id is sending right now: retry later.
+   - ``retrying`` → the last try *observed* that Twilio did not get it (refused connection, 429, secret
+     unavailable): take the claim over (etag-guarded) and send.
+   - ``claimed`` younger than the lease → another delivery of the same id is sending right now: retry later (on
+     the last try: back on the queue until the lease is over, never dead-lettered for it).
    - ``claimed`` older than the lease, or ``unknown`` → a previous try may have reached Twilio but left no result
-     (crash mid-send, or a timeout) → **reconciled** (``shared.reconcile``): Twilio's list is read back; found →
-     recorded and acknowledged; surely absent after the settle window → sent again under the claim; not settled
-     yet, or Twilio unreadable → retry later; several candidates, or still unreadable on the last try →
-     dead-lettered as **ambiguous**. The row's ``resolution`` says which (found / resent / ambiguous).
+     (crash mid-send, a timeout, a 5xx answer) → **reconciled** (``shared.reconcile``): Twilio's list is read
+     back; found → the SID is claimed in the SID index (of two ids that found one message, one wins; the other
+     looks again) and recorded; surely absent after the settle window → sent again under the claim; not settled
+     yet, or contested (another unresolved send of ours to that recipient could own the match: its status
+     callback will tell) → back on the queue with a delay, which is not a failed try; Twilio unreadable → retry
+     (a failed try; ambiguous after ``MAX_UNREADABLE_READS`` failed reads in a row); still contested long after
+     the settle window, or a read cut short → dead-lettered as **ambiguous**. The row's ``resolution`` says which.
 5. Send; record the outcome (etag-guarded).
 
-Timeouts: a read timeout (or a connection dropped after the request was written) may mean Twilio created the
-message and we never heard. We record ``unknown`` and raise, as the design asks for transient errors; the retry
-then reconciles instead of sending blindly. On the last try the message is put back on its queue, invisible until
-the settle window has passed, so the reconciliation still happens (bounded by ``MAX_ATTEMPTS`` sends of one id).
+Timeouts: a read timeout (or a connection dropped after the request was written, or a 5xx answer) may mean Twilio
+created the message and we never heard. We record ``unknown`` and raise, as the design asks for transient errors;
+the retry then reconciles instead of sending blindly. On the last try the message is put back on its queue,
+invisible until the settle window has passed, so the reconciliation still happens (bounded by ``MAX_ATTEMPTS``
+sends of one id).
 If Twilio did get it, its status callback (``?id=``) may also fill in the SID first, which settles the row.
 A *connect* timeout or refusal never reached Twilio and is retried.
 
@@ -63,6 +69,9 @@ CLAIM_LEASE_MARGIN_SECONDS = 30.0          # + 2 Twilio timeouts: how long a cla
 MAX_POISON_CHARS = 60 * 1024               # a queue message holds 64 KiB
 MAX_ATTEMPTS = 10                          # sends of one id in doubt, before it is left to an operator
 BUDGET_EXHAUSTED = "budget_exhausted"      # the detail of a deferral by MAX_SENDS_PER_HOUR (alerts match it)
+CONTEST_WAIT_FACTOR = 5                    # a contested send waits up to this many settle windows for callbacks
+MAX_UNREADABLE_READS = 5                   # Twilio's list unreadable this many reads in a row: ambiguous
+MAX_SID_RACES = 3                          # reconcile again at most this often when another id wins a SID
 
 
 class RetryLaterError(RuntimeError):
@@ -214,6 +223,7 @@ def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str 
         if isinstance(decision, Outcome):
             return decision
         row = decision
+    _note_attempt(d, message, row)
 
     try:
         if isinstance(message, SmsMessage):
@@ -241,6 +251,17 @@ def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str 
                   result.sid, type(exc).__name__)
     _log(d.kind, message.id, message.to, "sent", result.sid)
     return Outcome(d.kind, message.id, "sent", sid=result.sid)
+
+
+def _note_attempt(d: _Delivery, message: OutboundMessage, row: ledger.Row) -> None:
+    """Write the attempt index row before the create, so another id reconciling against this recipient knows this
+    attempt could own a message there. If it cannot be written nothing was sent: the row says so (``retrying``)."""
+    try:
+        ledger.note_attempt(d.kind, message.id, message.to, reconcile.content_key(message),
+                            reconcile.attempt_started(row))
+    except Exception:
+        _safe_update(row, status="retrying", last_error="attempt index not written; nothing sent")
+        raise
 
 
 def _refuse(d: _Delivery, message: OutboundMessage, code: str, reason: str, *, last_error: str = "",
@@ -315,24 +336,39 @@ def _existing_claim(d: _Delivery, message: OutboundMessage, sender: tuple[str | 
             raise RetryLaterError("another delivery of this id took the claim") from None
     if row.status == "claimed" and _lease_active(row):
         if d.last_try:
-            # Not ours to settle: the other delivery records the outcome. Keep this copy's trace in poison.
-            return _dead_letter(d, message.id, "duplicate_in_flight",
-                                "another delivery of this id was sending it on this copy's last try",
-                                to=message.to, update_ledger=False)
+            # Another delivery may be sending it, or one died after its attempt without a word (its update
+            # failed). Either way come back once the lease is over: then the row says which, or it is reconciled.
+            hop = _requeue(d, message, (_lease_end(row) - _now()).total_seconds() + 1)
+            _log(d.kind, message.id, message.to, "deferred", f"claimed by another delivery; back in {hop} s")
+            return Outcome(d.kind, message.id, "deferred", reason=f"claim in flight; requeued for {hop} s")
         raise RetryLaterError("another delivery of this id is sending it now")
     return _resolve_in_doubt(d, message, sender, row)
 
 
 def _resolve_in_doubt(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str | None],
                       row: ledger.Row) -> ledger.Row | Outcome:
-    """A previous try may have reached Twilio (``unknown``, or a claim whose lease ran out): ask Twilio."""
+    """A previous try may have reached Twilio (``unknown``, or a claim whose lease ran out): ask Twilio.
+    Waiting (for the settle window, or for status callbacks that tell contested matches apart) puts the message
+    back on its queue with a delay, so it never spends the queue's retry budget."""
     settings = get_settings()
     doubt = row.last_error or "a previous try left no result"
-    try:
-        verdict = reconcile.reconcile(message, sender, row, twilio_timeout=settings.twilio_http_timeout,
-                                      settle_seconds=settings.reconcile_settle_seconds)
-    except twilio_api.TwilioReadError as exc:
-        return _in_doubt_later(d, message, row, f"{doubt}; {exc.reason}", unreadable=True)
+    for _ in range(MAX_SID_RACES):
+        try:
+            verdict = reconcile.reconcile(message, sender, row, twilio_timeout=settings.twilio_http_timeout,
+                                          settle_seconds=settings.reconcile_settle_seconds)
+        except twilio_api.TwilioReadError as exc:
+            return _unreadable(d, message, row, f"{doubt}; {exc.reason}")
+        if verdict.outcome != "found" or not verdict.claim:
+            break
+        try:
+            ledger.claim_sid(d.kind, verdict.sid, message.id)  # of two ids that found one message, one wins
+            break
+        except ledger.SidClaimedError:
+            continue  # another id proved it is theirs just now: look again
+    else:
+        raise RetryLaterError("reconciling: the SID index changed under every read of Twilio's list")
+    if row.fields.get("read_errors"):
+        row = _safe_update(row, read_errors=0) or row
     if verdict.outcome == "found":
         try:
             ledger.record_sent(row, verdict.sid, verdict.status, resolution="found",
@@ -342,14 +378,29 @@ def _resolve_in_doubt(d: _Delivery, message: OutboundMessage, sender: tuple[str 
                       verdict.sid, type(exc).__name__)
         _log(d.kind, message.id, message.to, "duplicate", f"in doubt ({doubt}); {verdict.detail}")
         return Outcome(d.kind, message.id, "duplicate", sid=verdict.sid, reason=verdict.detail)
+    settled = reconcile.settled_at(row, twilio_timeout=settings.twilio_http_timeout,
+                                   settle_seconds=settings.reconcile_settle_seconds)
     if verdict.outcome == "too_soon":
-        return _in_doubt_later(d, message, row, f"{doubt}; {verdict.detail}", unreadable=False)
+        return _wait_in_doubt(d, message, (settled - _now()).total_seconds() + 1, f"{doubt}; {verdict.detail}")
+    if verdict.outcome == "contested":
+        give_up = settled + timedelta(seconds=CONTEST_WAIT_FACTOR * settings.reconcile_settle_seconds)
+        if _now() < give_up:
+            poll = max(1.0, min(15.0, settings.reconcile_settle_seconds / 4))
+            return _wait_in_doubt(d, message, min(poll, (give_up - _now()).total_seconds() + 1),
+                                  f"{doubt}; {verdict.detail}")
+        waited = CONTEST_WAIT_FACTOR * settings.reconcile_settle_seconds
+        return _dead_letter(d, message.id, "ambiguous", f"ambiguous: {verdict.detail}; no callback settled it "
+                            f"within {waited:g} s after the settle window", to=message.to, row=row,
+                            ledger_values={"resolution": "ambiguous", "resolution_detail": verdict.detail})
     if verdict.outcome == "unsure":
         return _dead_letter(d, message.id, "ambiguous", f"ambiguous: {doubt}; {verdict.detail}", to=message.to,
                             row=row, ledger_values={"resolution": "ambiguous", "resolution_detail": verdict.detail})
     if row.attempts >= MAX_ATTEMPTS:
-        return _dead_letter(d, message.id, "ambiguous", f"ambiguous: {row.attempts} attempts in doubt; {doubt}",
-                            to=message.to, row=row, ledger_values={"resolution": "ambiguous"})
+        # Every attempt so far is proven absent from Twilio's list: nothing was sent, so it may be replayed.
+        return _dead_letter(d, message.id, "retries_exhausted",
+                            f"gave up after {row.attempts} attempts, none of them in Twilio's list; last: {doubt}",
+                            to=message.to, row=row, resendable=True,
+                            ledger_values={"resolution": "absent", "resolution_detail": verdict.detail})
     log.warning("outbound %s id=%s to=%s resending: %s", d.kind, message.id, mask_number(message.to),
                 verdict.detail)
     try:
@@ -359,29 +410,36 @@ def _resolve_in_doubt(d: _Delivery, message: OutboundMessage, sender: tuple[str 
         raise RetryLaterError("another delivery of this id took the claim") from None
 
 
-def _in_doubt_later(d: _Delivery, message: OutboundMessage, row: ledger.Row, reason: str, *,
-                    unreadable: bool) -> Outcome:
-    """Not decidable yet. Retry later; on the last try: dead-letter if Twilio stayed unreadable, else come back
-    (a copy of the message, invisible until the settle window has passed) so the question still gets answered."""
+def _wait_in_doubt(d: _Delivery, message: OutboundMessage, seconds: float, reason: str) -> Outcome:
+    """Not decidable yet, and only time tells: back on the queue, invisible for ``seconds``. Not a failed try."""
+    hop = _requeue(d, message, seconds)
+    _log(d.kind, message.id, message.to, "deferred", f"in doubt, reconciling in {hop} s: {reason}")
+    return Outcome(d.kind, message.id, "deferred", reason=f"in doubt; requeued for {hop} s")
+
+
+def _unreadable(d: _Delivery, message: OutboundMessage, row: ledger.Row, reason: str) -> Outcome:
+    """Twilio's list could not be read: a failed try (the queue retries). On the last try the message comes back
+    later, unless the list failed ``MAX_UNREADABLE_READS`` times in a row: then it is ambiguous, and says so."""
+    streak = int(row.fields.get("read_errors", 0) or 0) + 1
+    updated = _safe_update(row, read_errors=streak) or row
     if not d.last_try:
         log.warning("outbound %s id=%s to=%s in doubt, retry: %s", d.kind, message.id, mask_number(message.to),
                     reason)
         raise RetryLaterError(reason)
-    if unreadable:
+    if streak >= MAX_UNREADABLE_READS:
         return _dead_letter(d, message.id, "ambiguous",
-                            f"ambiguous: Twilio unreadable on all {d.dequeue_count} tries; {reason}",
-                            to=message.to, row=row, ledger_values={"resolution": "ambiguous",
-                                                                   "resolution_detail": reason[:1000]})
-    return _come_back_later(d, message, row, reason)
+                            f"ambiguous: Twilio's list unreadable on {streak} reads in a row; last: {reason}",
+                            to=message.to, row=updated, ledger_values={"resolution": "ambiguous",
+                                                                       "resolution_detail": reason[:1000]})
+    return _wait_in_doubt(d, message, max(1.0, queue_settings().visibility_timeout),
+                          f"Twilio's list unreadable ({streak} in a row): {reason}")
 
 
 def _come_back_later(d: _Delivery, message: OutboundMessage, row: ledger.Row, reason: str) -> Outcome:
     settings = get_settings()
     ready = reconcile.settled_at(row, twilio_timeout=settings.twilio_http_timeout,
                                  settle_seconds=settings.reconcile_settle_seconds)
-    hop = _requeue(d, message, (ready - _now()).total_seconds() + 1)
-    _log(d.kind, message.id, message.to, "deferred", f"in doubt, reconciling in {hop} s: {reason}")
-    return Outcome(d.kind, message.id, "deferred", reason=f"in doubt; requeued for {hop} s")
+    return _wait_in_doubt(d, message, (ready - _now()).total_seconds() + 1, reason)
 
 
 def _row_content(message: OutboundMessage, *, clear: bool = False) -> dict[str, Any]:
@@ -393,11 +451,13 @@ def _row_content(message: OutboundMessage, *, clear: bool = False) -> dict[str, 
     return {"voicemail_twiml": ""} if clear and isinstance(message, CallMessage) else {}
 
 
-def _lease_active(row: ledger.Row) -> bool:
-    if row.claimed_at is None:
-        return False
+def _lease_end(row: ledger.Row) -> datetime:
     lease = 2 * get_settings().twilio_http_timeout + CLAIM_LEASE_MARGIN_SECONDS
-    return _now() - row.claimed_at < timedelta(seconds=lease)
+    return (row.claimed_at or _now()) + timedelta(seconds=lease)
+
+
+def _lease_active(row: ledger.Row) -> bool:
+    return row.claimed_at is not None and _now() < _lease_end(row)
 
 
 def _id_conflict(d: _Delivery, message: OutboundMessage, row: ledger.Row, digest: str) -> Outcome:

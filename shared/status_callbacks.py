@@ -26,6 +26,12 @@ class UnknownSendRejected(WebhookRejected):
     status = 404
 
 
+class SidMismatchRejected(WebhookRejected):
+    """The callback names another message or call than the one the ledger recorded for this id (409)."""
+
+    status = 409
+
+
 RESOURCE_SID = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")  # SM…/MM… (messages), CA… (calls)
 
 
@@ -48,6 +54,11 @@ def handle(kind: Kind, query: Params, params: Params) -> None:
         row = ledger.apply_callback(kind, ident, status, sid=sid, error_code=error_code)
     except ledger.UnknownSendError:
         raise UnknownSendRejected(f"no {kind} send with this id") from None
+    except ledger.CallbackSidMismatchError as exc:
+        # Flagged by the ledger (sid_mismatch, or double_send with the SID kept in the row's ``sids``); the row's
+        # status stays the message's it already tracks.
+        raise SidMismatchRejected("the callback's SID is not the one recorded for this id" +
+                                  ("" if exc.owner else ": recorded as a second send of this id")) from None
     log.info("status %s id=%s to=%s twilio=%s row=%s%s", kind, ident, mask_number(params.first("To")), status,
              row.status, f" error={error_code}" if error_code else "")
 
@@ -61,10 +72,8 @@ MACHINE_MESSAGE_ENDED = frozenset({"machine_end_beep", "machine_end_silence", "m
 CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 
 
-class CallMismatchRejected(WebhookRejected):
+class CallMismatchRejected(SidMismatchRejected):
     """The AMD result names another call than the one the ledger recorded for this id (409)."""
-
-    status = 409
 
 
 class TwilioUnavailableRejected(WebhookRejected):

@@ -14,8 +14,9 @@ Error classes say what the caller may do next:
 - :class:`PermanentTwilioError` — Twilio refused the request for good (4xx such as 21211 invalid number,
   21610 unsubscribed recipient); do not retry.  :class:`AuthFailedError` is one, after the refresh.
 - :class:`TransientTwilioError` — try again later; ``maybe_sent`` says whether the request may have reached
-  Twilio and created the message/call anyway (read timeout, connection dropped after sending). ``False`` means we
-  observed that it did not (connection refused, 429, 5xx answer) so a retry cannot duplicate.
+  Twilio and created the message/call anyway (read timeout, connection dropped after sending, a 5xx answer: Twilio's
+  edge can answer 500-504 after the create went through). ``False`` means we observed that it did not (connection
+  refused, 429) so a retry cannot duplicate.
 """
 
 from __future__ import annotations
@@ -248,8 +249,12 @@ def classify(exc: BaseException) -> BaseException:
         detail = _redact(detail)
         if status == 401 or code in AUTH_ERROR_CODES:
             return AuthFailedError(detail, http_status=status, code=code)
-        if status == 429 or code in RATE_LIMIT_CODES or status >= 500:
+        if status == 429 or code in RATE_LIMIT_CODES:
             return TransientTwilioError(detail, maybe_sent=False, http_status=status, code=code)
+        if status >= 500:
+            # Twilio's edge can answer 5xx after the message or call was created: in doubt, as a timeout is.
+            return TransientTwilioError(f"{detail}: Twilio may have accepted it", maybe_sent=True,
+                                        http_status=status, code=code)
         return PermanentTwilioError(detail, http_status=status, code=code)
     if isinstance(exc, TransportError):
         if not exc.sent:

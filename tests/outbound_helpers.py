@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import random
 from typing import Any
 
 from shared import ledger, storage
+
+
+_numbers = itertools.count(random.randrange(1000, 9000))
+
+
+def fresh_number() -> str:
+    """A recipient no other test of this session uses: reconciliation looks at every unresolved send of ours to a
+    recipient (the attempt index), so tests sharing one Azurite must not share recipients by accident."""
+    return f"+1628555{next(_numbers) % 10000:04d}"
 
 
 def sms_queue() -> str:

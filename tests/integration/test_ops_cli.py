@@ -47,13 +47,16 @@ def dead_letter(outbound_env: Any, ident: str, fault: str | None, *, last_try: b
     """Process one SMS so that it ends in the poison queue (the fake answers with ``fault``).
 
     ``slow`` makes an ``ambiguous`` dead letter: Twilio creates the message but answers after the client's
-    timeout, and its list cannot be read when the last try tries to settle the doubt."""
+    timeout, and its list cannot be read on five reads in a row while the sender tries to settle the doubt."""
     if fault == "slow":
         outbound_env.fail_next("slow")
         with pytest.raises(sender.RetryLaterError):
             sender.process("sms", sms(ident, body), f"q-{ident}", 1)
-        outbound_env.fail_lists_next("500")
-        outcome = sender.process("sms", sms(ident, body), f"q-{ident}", 5)
+        outbound_env.fail_lists_next(*["500"] * sender.MAX_UNREADABLE_READS)
+        for _ in range(sender.MAX_UNREADABLE_READS):
+            outcome = sender.process("sms", sms(ident, body), f"q-{ident}", 5)
+            if outcome.result != "deferred":
+                break
         assert outcome.result == "dead_lettered" and outcome.code == "ambiguous", outcome
         return outcome
     if fault:
@@ -190,7 +193,7 @@ def test_poison_list_counts_by_reason_then_lists_entries_and_leaves_them_in_plac
 
 
 def test_replay_puts_a_resendable_dead_letter_back_with_its_id_and_it_is_sent(outbound_env: Any) -> None:
-    dead_letter(outbound_env, "r-1", "500")  # transient until the last try: never reached Twilio
+    dead_letter(outbound_env, "r-1", "429")  # transient until the last try: never reached Twilio
     dry = run_json("poison", "replay", "--dry-run")
     assert [(e["id"], e["result"]) for e in dry["entries"]] == [("r-1", "would replay")]
     assert poison_count() == 1 and drain(sms_queue()) == []
@@ -206,7 +209,7 @@ def test_replay_puts_a_resendable_dead_letter_back_with_its_id_and_it_is_sent(ou
 
 def test_replay_keeps_the_ledger_id_when_the_original_had_none(outbound_env: Any) -> None:
     queue_message_id = f"queue-msg-{uuid.uuid4().hex[:8]}"  # Azurite's ledger is shared by the whole session
-    outbound_env.fail_next("500")
+    outbound_env.fail_next("429")
     outcome = sender.process("sms", json.dumps({"to": TO, "body": "no id"}), queue_message_id, 5)
     assert outcome.id == queue_message_id and outcome.result == "dead_lettered"
     run_json("poison", "replay")
@@ -231,27 +234,37 @@ def test_replay_skips_invalid_messages_and_still_opted_out_recipients(outbound_e
     assert sender.process("sms", drain(sms_queue())[0], "q-again").result == "sent"
 
 
-def test_an_ambiguous_dead_letter_needs_force_and_the_cli_first_shows_what_twilio_has(outbound_env: Any) -> None:
+def test_an_ambiguous_dead_letter_whose_match_in_twilio_belongs_to_no_id_is_never_forced(outbound_env: Any) -> None:
     dead_letter(outbound_env, "amb-1", "slow", body="did it go?")  # Twilio created it; we never heard
     wait_until(lambda: len(outbound_env.created("sms")) == 1, 10, "the slow send to be created")
     created = outbound_env.created("sms")
 
-    code, out, _ = run("poison", "replay")
+    code, out, _ = run("poison", "replay", "--force")
     assert code == 0
     assert "amb-1 (ambiguous)" in out
     assert f"Twilio: {created[0].sid} queued to +1415***0123" in out and "same body" in out
-    assert "re-run with --force" in out
+    assert "belongs to no id" in out
+    forced = run_json("poison", "replay", "--force")
+    assert forced["entries"][0]["result"].startswith(f"kept: Twilio's {created[0].sid} matches this send")
+    assert forced["entries"][0]["twilio"][0]["owner"] == ""
     assert poison_count() == 1 and drain(sms_queue()) == []
+    assert len(outbound_env.created("sms")) == 1  # a forced replay would have sent it twice
 
+
+def test_an_ambiguous_dead_letter_needs_force_and_the_cli_shows_whose_each_sid_is(outbound_env: Any) -> None:
+    dead_letter(outbound_env, "amb-2", "slow", body="same words")  # sent once and in doubt ...
+    [first] = outbound_env.created("sms")
+    ledger.claim_sid("sms", first.sid, "someone-else")  # ... but that message is proven another id's
+    code, out, _ = run("poison", "replay")
+    assert code == 0 and f"{first.sid}" in out and "belongs to id someone-else" in out
+    assert "re-run with --force" in out
     forced_dry = run_json("poison", "replay", "--force", "--dry-run")
     assert forced_dry["entries"][0]["result"] == "would force" and poison_count() == 1
-
     forced = run_json("poison", "replay", "--force")
     assert forced["entries"][0]["result"] == "forced"
-    assert forced["entries"][0]["twilio"][0]["sid"] == created[0].sid
     assert poison_count() == 0
     assert sender.process("sms", drain(sms_queue())[0], "q-forced").result == "sent"
-    assert len(outbound_env.created("sms")) == 2  # the operator chose to send it again
+    assert len(outbound_env.created("sms")) == 2
 
 
 def test_a_send_twilio_has_by_sid_is_fetched_by_that_sid_before_forcing(outbound_env: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -16,10 +17,17 @@ import pytest
 from shared import ledger, optouts, sender
 from shared.sender import RetryLaterError
 from tests.conftest import TEST_ACCOUNT_SID, TEST_FROM
-from tests.outbound_helpers import call_queue, drain, poison, row, sms_queue
+from tests.outbound_helpers import call_queue, drain, fresh_number, poison, row, sms_queue
 from tests.twilio_signing import PUBLIC_BASE_URL
 
-TO = "+14155550100"
+TO = "+14155550100"  # replaced per test by a fresh recipient (see the fixture below)
+
+
+@pytest.fixture(autouse=True)
+def fresh_recipient(monkeypatch: pytest.MonkeyPatch) -> str:
+    number = fresh_number()
+    monkeypatch.setattr(sys.modules[__name__], "TO", number)
+    return number
 
 
 def sms(ident: str, **extra: Any) -> str:
@@ -140,7 +148,7 @@ def test_permanent_twilio_error_is_dead_lettered_not_retried(outbound_env: Any, 
     assert len(outbound_env.requests) == 1
 
 
-@pytest.mark.parametrize("fault", ["429", "500", "reset-before-connect"])
+@pytest.mark.parametrize("fault", ["429", "reset-before-connect"])
 def test_transient_error_raises_then_the_retry_sends(outbound_env: Any, fault: str, set_env: Any) -> None:
     if fault == "reset-before-connect":
         good = outbound_env.base_url
@@ -157,6 +165,33 @@ def test_transient_error_raises_then_the_retry_sends(outbound_env: Any, fault: s
     assert len(outbound_env.created()) == 1
     stored = row("sms", f"tr-{fault}")
     assert stored.status == "sent" and stored.attempts == 2
+
+
+@pytest.mark.parametrize("status", ["500", "503"])
+def test_5xx_answer_after_twilio_created_the_message_is_found_not_sent_twice(outbound_env: Any,
+                                                                              status: str) -> None:
+    outbound_env.fail_next(f"{status}-created")  # Twilio's edge failed after the create went through
+    with pytest.raises(RetryLaterError, match="may have accepted it"):
+        sender.process_sms(sms(f"edge-{status}"), "q", 1)
+    assert row("sms", f"edge-{status}").status == "unknown"
+    outcome = sender.process_sms(sms(f"edge-{status}"), "q", 2)
+    [created] = outbound_env.created("sms")
+    assert outcome.result == "duplicate" and outcome.sid == created.sid
+    assert len(outbound_env.requests) == 1
+    assert row("sms", f"edge-{status}").fields["resolution"] == "found"
+
+
+def test_5xx_answer_with_nothing_created_is_resent_only_after_the_settle_window(outbound_env: Any,
+                                                                               set_env: Any) -> None:
+    set_env(RECONCILE_SETTLE_SECONDS="30")
+    outbound_env.fail_next("500")
+    with pytest.raises(RetryLaterError):
+        sender.process_sms(sms("edge-none"), "q", 1)
+    waiting = sender.process_sms(sms("edge-none"), "q", 2)
+    assert waiting.result == "deferred" and outbound_env.created("sms") == []
+    _backdate_claim("edge-none", 2 + 30 + 1)
+    assert sender.process_sms(sms("edge-none"), "q", 1).result == "sent"
+    assert len(outbound_env.created("sms")) == 1 and row("sms", "edge-none").fields["resolution"] == "resent"
 
 
 def test_transient_error_on_the_last_try_is_dead_lettered_with_reason(outbound_env: Any) -> None:
@@ -195,8 +230,8 @@ def test_connection_reset_send_is_resent_once_after_the_settle_window(outbound_e
     with pytest.raises(RetryLaterError):
         sender.process_sms(sms("rst"), "q", 1)
     assert row("sms", "rst").status == "unknown"
-    with pytest.raises(RetryLaterError, match="waiting for it to settle"):
-        sender.process_sms(sms("rst"), "q", 2)
+    waiting = sender.process_sms(sms("rst"), "q", 2)  # not a failed try: back on the queue until it settles
+    assert waiting.result == "deferred" and "requeued for 3" in waiting.reason  # until the window is over
     assert outbound_env.created("sms") == []
     _backdate_claim("rst", 2 + 30 + 1)
     outcome = sender.process_sms(sms("rst"), "q", 3)
@@ -227,21 +262,42 @@ def test_stale_claim_whose_send_never_left_is_sent_once(outbound_env: Any) -> No
     assert row("sms", "crashed").status == "sent" and row("sms", "crashed").fields["resolution"] == "resent"
 
 
-def test_send_in_doubt_with_twilio_unreadable_is_retried_then_dead_lettered_as_ambiguous(outbound_env: Any) -> None:
+def test_send_in_doubt_with_twilio_unreadable_comes_back_and_is_ambiguous_only_after_five_failed_reads_in_a_row(
+        outbound_env: Any) -> None:
     outbound_env.fail_next("reset")
     with pytest.raises(RetryLaterError):
         sender.process_sms(sms("dark"), "q", 1)
+    last = sender.queue_settings().max_dequeue_count
     outbound_env.fail_lists_next("500", "429")
     with pytest.raises(RetryLaterError, match="cannot read Twilio's Messages list"):
         sender.process_sms(sms("dark"), "q", 2)
-    last = sender.queue_settings().max_dequeue_count
+    # One failed read on the last try is not "unreadable on all tries": the message comes back later.
+    outcome = sender.process_sms(sms("dark"), "q", last)
+    assert outcome.result == "deferred" and poison(sms_queue()) == []
+    assert row("sms", "dark").fields["read_errors"] == 2
+    outbound_env.fail_lists_next("500", "500", "500")
+    for _ in range(2):
+        assert sender.process_sms(sms("dark"), "q", last).result == "deferred"
     outcome = sender.process_sms(sms("dark"), "q", last)
     assert outcome.result == "dead_lettered" and outcome.code == "ambiguous"
     [letter] = poison(sms_queue())
-    assert "Twilio unreadable" in letter["error"]["reason"] and "HTTP 429" in letter["error"]["reason"]
+    assert "unreadable on 5 reads in a row" in letter["error"]["reason"] and "HTTP 500" in letter["error"]["reason"]
     stored = row("sms", "dark")
     assert stored.status == "failed" and stored.fields["resolution"] == "ambiguous"
     assert outbound_env.created("sms") == []  # never sent blindly
+
+
+def test_a_good_read_resets_the_unreadable_streak(outbound_env: Any, set_env: Any) -> None:
+    set_env(RECONCILE_SETTLE_SECONDS="30")
+    outbound_env.fail_next("reset")
+    with pytest.raises(RetryLaterError):
+        sender.process_sms(sms("flaky"), "q", 1)
+    outbound_env.fail_lists_next("500")
+    with pytest.raises(RetryLaterError):
+        sender.process_sms(sms("flaky"), "q", 2)
+    assert row("sms", "flaky").fields["read_errors"] == 1
+    assert sender.process_sms(sms("flaky"), "q", 3).result == "deferred"  # read fine, not settled yet
+    assert row("sms", "flaky").fields["read_errors"] == 0
 
 
 def test_two_matching_sends_in_twilio_leave_the_send_ambiguous(outbound_env: Any) -> None:
@@ -255,7 +311,7 @@ def test_two_matching_sends_in_twilio_leave_the_send_ambiguous(outbound_env: Any
     _backdate_claim("twice-seen", 3600)
     outcome = sender.process_sms(sms("twice-seen"), "q", 1)
     assert outcome.result == "dead_lettered" and outcome.code == "ambiguous"
-    assert "2 sends in Twilio's list match" in outcome.reason
+    assert "2 unclaimed sends in Twilio's list match" in outcome.reason and "no callback settled it" in outcome.reason
     assert len(outbound_env.created("sms")) == 2
 
 
@@ -408,7 +464,7 @@ def test_corrected_message_with_the_id_of_an_invalid_one_is_sent(outbound_env: A
 
 def test_resubmitting_after_retries_exhausted_sends_and_after_a_timeout_is_found(outbound_env: Any) -> None:
     last = sender.queue_settings().max_dequeue_count
-    outbound_env.fail_next("500")
+    outbound_env.fail_next("429")
     assert sender.process_sms(sms("exhausted"), "q", last).code == "retries_exhausted"
     assert sender.process_sms(sms("exhausted"), "q2", 1).result == "sent"
     outbound_env.fail_next("slow")

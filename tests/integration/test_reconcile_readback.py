@@ -146,14 +146,14 @@ def test_sid_recorded_for_another_id_is_not_taken_for_this_one(outbound_env: Any
     assert verdict.outcome == "absent" and "belong to other ids" in verdict.detail
 
 
-def test_two_matching_sends_are_not_sure(outbound_env: Any) -> None:
+def test_two_unclaimed_matching_sends_are_contested_until_callbacks_tell_them_apart(outbound_env: Any) -> None:
     ident = _fresh("dup-1")
     message = _sms(ident)
     row = _claimed_row(ident)
     _send(message)
     _send(message)
     verdict = _verdict(message, row)
-    assert verdict.outcome == "unsure" and "2 sends" in verdict.detail
+    assert verdict.outcome == "contested" and "2 unclaimed sends" in verdict.detail
 
 
 @pytest.mark.parametrize("change", [

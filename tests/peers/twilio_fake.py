@@ -6,7 +6,9 @@
 - Injects faults per request (``fail_next``) or by probability (``fault_rate``): 429/20429, 500, 400/21211,
   400/21610, 401/20003, a slow answer past the client's timeout (the message is created at once and answered
   late, as Twilio would),
-  and a connection reset before anything is processed.
+  a connection reset before anything is processed, and a 5xx answer *after* the resource was created
+  (``500-created``, ``503-created``: Twilio's edge can fail after the create went through). ``fail_when`` scripts
+  faults for the requests a predicate picks (e.g. one recipient's), whatever order concurrent requests arrive in.
 - Posts signed status callbacks (twilio's ``RequestValidator.compute_signature``) to a URL you give.
 - Lists what it created, as Twilio does for reconciliation: ``GET Messages.json`` (``To``, ``From``, ``DateSent``,
   ``DateSent<``, ``DateSent>``) and ``GET Calls.json`` (``To``, ``From``, ``Status``, ``StartTime`` and its
@@ -41,12 +43,13 @@ from twilio.request_validator import RequestValidator
 
 from .ports import free_port
 
-FAULTS = ("429", "500", "21211", "21610", "401", "slow", "reset")
+FAULTS = ("429", "500", "21211", "21610", "401", "slow", "reset", "500-created", "503-created")
 TRANSIENT_FAULTS = ("429", "500", "reset")
 
 _ERRORS = {
     "429": (429, 20429, "Too Many Requests"),
     "500": (500, 20500, "Internal Server Error"),
+    "503": (503, 20503, "Service Unavailable"),
     "21211": (400, 21211, "The 'To' number is not a valid phone number."),
     "21610": (400, 21610, "Attempt to send to unsubscribed recipient"),
     "401": (401, 20003, "Authenticate"),
@@ -84,6 +87,7 @@ class Recorded:
     answered: int = 0            # HTTP status (0 = connection reset)
     sid: str = ""
     fault: str = ""
+    created_anyway: bool = False  # answered 5xx after the resource was created (faults ``500-created`` …)
 
     def first(self, name: str, default: str = "") -> str:
         values = self.form.get(name)
@@ -97,7 +101,7 @@ class Recorded:
 
     @property
     def created(self) -> bool:
-        return self.answered == 201
+        return self.answered == 201 or self.created_anyway
 
 
 @dataclass
@@ -117,6 +121,14 @@ class TwilioFake:
     list_reads: list[dict[str, list[str]]] = field(default_factory=list)
     _next_list_faults: list[str] = field(default_factory=list)
     _next_faults: list[str] = field(default_factory=list)
+    _scripted: list[tuple[Callable[["Recorded"], bool], list[str]]] = field(default_factory=list)
+    # Auto status callbacks: after each create, post ``callback_status`` after ``callback_delay`` seconds, signed
+    # with ``callback_token``, to ``callback_deliver_to`` (scheme + host replacing the public URL's).
+    callback_status: str = ""
+    callback_delay: float = 0.0
+    callback_token: str = ""
+    callback_deliver_to: str | None = None
+    callbacks_posted: list[tuple[str, int]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _rng: random.Random = field(default_factory=random.Random)
@@ -138,6 +150,14 @@ class TwilioFake:
         with self._lock:
             self._next_faults.extend(faults)
 
+    def fail_when(self, match: Callable[["Recorded"], bool], *faults: str) -> None:
+        """The next requests ``match`` picks get these faults, in order (checked before ``fail_next``)."""
+        unknown = [f for f in faults if f not in FAULTS]
+        if unknown:
+            raise ValueError(f"unknown faults {unknown}; choose from {FAULTS}")
+        with self._lock:
+            self._scripted.append((match, list(faults)))
+
     def fail_lists_next(self, *faults: str) -> None:
         """The next list reads get these faults (``429``, ``500``, ``slow``), in order."""
         unknown = [f for f in faults if f not in ("429", "500", "slow")]
@@ -147,8 +167,19 @@ class TwilioFake:
             self._next_list_faults.extend(faults)
 
     def created(self, kind: str | None = None) -> list[Recorded]:
+        """Every request that created a message or call (answered 201, or created and then answered 5xx)."""
         with self._lock:
             return [r for r in self.requests if r.created and (kind is None or r.kind == kind)]
+
+    def _post_later(self, record: "Recorded") -> None:
+        time.sleep(self.callback_delay)  # a stand-in for Twilio's own delay before a status callback
+        try:
+            answer = self.post_status_callback(record, self.callback_status, token=self.callback_token,
+                                               deliver_to=self.callback_deliver_to).status_code
+        except requests.RequestException:
+            answer = 0
+        with self._lock:
+            self.callbacks_posted.append((record.sid, answer))
 
     def reset(self) -> None:
         with self._lock:
@@ -157,11 +188,15 @@ class TwilioFake:
             self.listed.clear()
             self.list_reads.clear()
             self._next_faults.clear()
+            self._scripted.clear()
             self._next_list_faults.clear()
             self.fault_rate = 0.0
 
-    def _pick_fault(self) -> str:
+    def _pick_fault(self, record: "Recorded | None" = None) -> str:
         with self._lock:
+            for match, faults in self._scripted:
+                if faults and record is not None and match(record):
+                    return faults.pop(0)
             if self._next_faults:
                 return self._next_faults.pop(0)
             if self.fault_rate and self._rng.random() < self.fault_rate:
@@ -227,7 +262,7 @@ class TwilioFake:
             return self._error(h, record, "401")
         if self.latency_seconds:
             time.sleep(self.latency_seconds)
-        fault = self._pick_fault()
+        fault = self._pick_fault(record)
         record.fault = fault
         if fault == "reset":
             record.answered = 0
@@ -250,6 +285,14 @@ class TwilioFake:
             self.resources[body["sid"]] = body
             self.listed.append({"kind": kind, "visible_at": time.monotonic() + self.list_lag,
                                 "created": time.time(), "body": body})
+        if self.callback_status:
+            threading.Thread(target=self._post_later, args=(record,), daemon=True).start()
+        if fault.endswith("-created"):
+            status, code, message = _ERRORS[fault.split("-")[0]]
+            record.answered = status  # created all the same: it is in the lists and in created_after_error()
+            record.created_anyway = True
+            return self._json(h, status, {"code": code, "message": message, "status": status,
+                                          "more_info": f"https://www.twilio.com/docs/errors/{code}"})
         if fault == "slow":
             time.sleep(self.slow_seconds)  # accepted (and listed) at once, answered after the client gave up
         try:

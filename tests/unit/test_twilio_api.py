@@ -23,7 +23,8 @@ TO = "+14155550100"
     (400, 21614, PermanentTwilioError, None), (400, 21408, PermanentTwilioError, None),
     (404, 20404, PermanentTwilioError, None), (401, 20003, AuthFailedError, None),
     (403, 20003, AuthFailedError, None), (429, 20429, TransientTwilioError, False),
-    (500, None, TransientTwilioError, False), (503, 20503, TransientTwilioError, False),
+    (500, None, TransientTwilioError, True), (503, 20503, TransientTwilioError, True),
+    (502, None, TransientTwilioError, True), (504, None, TransientTwilioError, True),
 ])
 def test_rest_errors_are_classified(status: int, code: int | None, cls: type, maybe_sent: bool | None) -> None:
     error = classify(TwilioRestException(status, "https://api.twilio.com/x", "msg to +14155550100", code, "POST"))
