@@ -20,6 +20,10 @@ A SIGKILL between the Twilio call and the ledger update, or an answer that never
 sender reconciles it by reading Twilio's list back (found → recorded; surely absent after the settle window → sent
 again). The tally ends with ``double sends: N``, ``lost: N`` and ``ambiguous: N`` (dead-lettered as ambiguous).
 Exit status 1 when anything is lost, sent twice, or left ambiguous.
+
+Then the targeted exactly-once scenarios of ``bench/soak_scenarios.py`` (confusable SMS and call pairs, identical
+sends both late, 5xx after a create, a list lagging past the settle window), ``--scenario-pairs`` each, print one
+line each: double sends, lost, ambiguous, and double sends flagged.
 """
 
 from __future__ import annotations
@@ -358,6 +362,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="sender CLAIM_LEASE_MARGIN_SECONDS (30 s)")
     parser.add_argument("--twilio-timeout", type=float, default=2.0, help="TWILIO_HTTP_TIMEOUT_SECONDS (10 s)")
     parser.add_argument("--settle", type=float, default=3.0, help="RECONCILE_SETTLE_SECONDS (60 s)")
+    parser.add_argument("--scenario-pairs", type=int, default=20,
+                        help="pairs per exactly-once scenario (bench/soak_scenarios.py) run after the soak; 0 = none")
     return parser.parse_args(argv)
 
 
@@ -370,7 +376,14 @@ def main(argv: list[str] | None = None) -> int:
           f"duplicates {args.dup_rate:.0%}, {args.kills} host kills ...", file=sys.stderr, flush=True)
     tally = run(args)
     print(tally.render(params))
-    return 0 if tally.ok else 1
+    scenarios_ok = True
+    if args.scenario_pairs > 0:
+        from bench import soak_scenarios
+
+        results = soak_scenarios.run_all(args.scenario_pairs)
+        print(soak_scenarios.render(results))
+        scenarios_ok = all(r.ok for r in results)
+    return 0 if tally.ok and scenarios_ok else 1
 
 
 if __name__ == "__main__":

@@ -124,7 +124,8 @@ class TwilioFake:
     _scripted: list[tuple[Callable[["Recorded"], bool], list[str]]] = field(default_factory=list)
     # Auto status callbacks: after each create, post ``callback_status`` after ``callback_delay`` seconds, signed
     # with ``callback_token``, to ``callback_deliver_to`` (scheme + host replacing the public URL's).
-    callback_status: str = ""
+    callback_status: str = ""            # for messages; set = callbacks on
+    callback_call_status: str = "initiated"
     callback_delay: float = 0.0
     callback_token: str = ""
     callback_deliver_to: str | None = None
@@ -174,7 +175,8 @@ class TwilioFake:
     def _post_later(self, record: "Recorded") -> None:
         time.sleep(self.callback_delay)  # a stand-in for Twilio's own delay before a status callback
         try:
-            answer = self.post_status_callback(record, self.callback_status, token=self.callback_token,
+            status = self.callback_status if record.kind == "sms" else self.callback_call_status
+            answer = self.post_status_callback(record, status, token=self.callback_token,
                                                deliver_to=self.callback_deliver_to).status_code
         except requests.RequestException:
             answer = 0
