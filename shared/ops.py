@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -56,6 +57,8 @@ _TWILIO_STATUSES = {"accepted", "scheduled", "queued", "sending", "delivered", "
                     "partially_delivered", "initiated", "ringing", "in-progress", "answered", "completed", "busy",
                     "no-answer"}
 _DURATION = re.compile(r"(\d+)([smhd])")
+_STATUS_WORD = re.compile(r"[A-Za-z][A-Za-z_-]{0,31}")  # ledger and Twilio statuses: claimed, in-progress, no-answer…
+MAX_KEYWORD_CHARS = 64
 EXIT_BROKEN_PIPE = 141          # as a tool killed by SIGPIPE: the reader (``| head``) stopped reading
 QUEUE_TIMEOUT_SECONDS = 5       # per queue request; the SDK's default retries would make "unreachable" take ~90 s
 QUEUE_RETRIES = 2
@@ -141,7 +144,10 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise OpsError(f"not a time: {text!r} (use 30m, 2h, 7d or ISO-8601 like 2030-01-01T09:00:00Z)") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    try:  # the query is sent in UTC: 0001-01-01T00:00:00+01:00 has no UTC time
+        return when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    except OverflowError:
+        raise OpsError(f"time out of range: {text!r} has no UTC time between the years 1 and 9999") from None
 
 
 # ---------------------------------------------------------------- output
@@ -363,6 +369,9 @@ def _time_filter(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
     clauses: list[str] = []
     params: dict[str, Any] = {}
     statuses = [s.strip() for s in args.status or [] if s.strip()]
+    for status in statuses:
+        if not _STATUS_WORD.fullmatch(status):
+            raise OpsError(f"not a status: {status[:40]!r} (a word such as claimed, unknown, failed, delivered)")
     if statuses:
         parts = []
         for i, status in enumerate(statuses):
@@ -745,8 +754,11 @@ def optouts_add(args: argparse.Namespace, out: Output) -> int:
     from . import optouts
 
     number = _address(args.number)
+    keyword = args.keyword.strip().upper() or "OPS"
+    if len(keyword) > MAX_KEYWORD_CHARS:
+        raise OpsError(f"--keyword of {len(keyword)} characters is over {MAX_KEYWORD_CHARS}")
     already = optouts.is_opted_out(number)
-    optouts.record_optout(number, args.keyword.strip().upper() or "OPS")
+    optouts.record_optout(number, keyword)
     out.line(f"{number} {'was already' if already else 'is now'} opted out")
     out.document({"number": number, "opted_out": True, "changed": not already})
     return EXIT_OK
@@ -798,6 +810,23 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         return EXIT_BROKEN_PIPE
 
 
+_NULL_HANDLER = logging.NullHandler()
+
+
+def _undecodable_argument(args: argparse.Namespace) -> str | None:
+    """The first argument holding bytes that are not UTF-8 (``$'\\xff'``: Python keeps them as lone surrogates, which
+    no request can carry), named; None when every argument is text."""
+    for name, value in vars(args).items():
+        for item in value if isinstance(value, list) else [value]:
+            bad = _UNSAFE_TEXT.search(item) if isinstance(item, str) else None
+            if bad and "\ud800" <= bad.group() <= "\udfff":
+                code = ord(bad.group())
+                shown = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+                label = {"id": "id", "number": "number", "ids": "--id"}.get(name, "--" + name.replace("_", "-"))
+                return f"{label} is not valid UTF-8 text ({shown})"
+    return None
+
+
 def _detach_stdout() -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -810,6 +839,13 @@ def _detach_stdout() -> None:
 def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO, ask: Callable[[str], str] | None) -> int:
     args = _parser().parse_args(argv)
     out = Output(args.json, stdout, stderr)
+    undecodable = _undecodable_argument(args)
+    if undecodable:
+        print(f"ops: {undecodable}", file=out.err)
+        return EXIT_USAGE
+    # Without logging configured, Python prints library warnings on stderr (azure-core's "Unable to stream
+    # download." per retry); the CLI's answer is its own one line. Handlers configured by a caller still get them.
+    logging.getLogger("azure").addHandler(_NULL_HANDLER)
     handlers: dict[tuple[str, str], Callable[[argparse.Namespace, Output], int]] = {
         ("sends", "show"): sends_show, ("sends", "list"): sends_list,
         ("poison", "list"): poison_list, ("poison", "replay"): poison_replay,

@@ -408,11 +408,40 @@ def test_poison_replay_reports_entries_holding_lone_surrogates_and_goes_on_with_
 # ---------------------------------------------------------------- issue 27: one line for every bad input
 
 
-@pytest.mark.parametrize("since", ["999999999d", "9" * 30 + "s", "99999999999999999999999h"])
-def test_a_time_filter_reaching_before_year_1_is_one_line_not_an_overflow(since: str) -> None:
-    code, out, err = run("sends", "list", "--since", since)
+@pytest.mark.parametrize("flag, when", [("--since", "999999999d"), ("--since", "9" * 30 + "s"),
+                                        ("--until", "99999999999999999999999h"),
+                                        ("--since", "0001-01-01T00:00:00+01:00"),
+                                        ("--until", "9999-12-31T23:59:59-01:00")])
+def test_a_time_filter_outside_the_years_1_to_9999_is_one_line_not_an_overflow(azurite: Any, flag: str,
+                                                                               when: str) -> None:
+    code, out, err = run("sends", "list", flag, when)
     assert code == ops.EXIT_USAGE and out == ""
     assert err.startswith("ops: time out of range") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["sends", "list", "--status", "\udcff"], "--status"), (["sends", "list", "--since", "2h\udcff"], "--since"),
+    (["sends", "show", "a\udcffb"], "id"), (["optouts", "add", "+14155550100", "--keyword", "\udcff"], "--keyword"),
+    (["poison", "purge", "--reason", "\udcff", "--yes"], "--reason"), (["poison", "replay", "--id", "\udcff"], "--id"),
+], ids=["status", "since", "show id", "keyword", "reason", "replay id"])
+def test_bytes_that_are_not_utf8_on_the_command_line_are_one_line_naming_the_argument(azurite: Any,
+                                                                                       argv: list[str],
+                                                                                       named: str) -> None:
+    code, out, err = run(*argv)  # as `ops sends list --status $'\xff'` arrives: a lone surrogate
+    assert code == ops.EXIT_USAGE and out == ""
+    assert err == f"ops: {named} is not valid UTF-8 text (byte 0xff)\n"
+
+
+@pytest.mark.parametrize("argv, problem", [(["sends", "list", "--status", "x" * 100_000], "not a status"),
+                                           (["sends", "list", "--status", "failed) or (1 eq 1"], "not a status"),
+                                           (["optouts", "add", "+14155550100", "--keyword", "k" * 70_000],
+                                            "--keyword of 70000 characters is over 64")],
+                         ids=["status of 100000 chars", "status with OData", "keyword of 70000 chars"])
+def test_a_filter_or_keyword_no_row_can_hold_is_refused_in_one_line(azurite: Any, argv: list[str],
+                                                                    problem: str) -> None:
+    code, out, err = run(*argv)
+    assert code == ops.EXIT_USAGE and out == ""
+    assert err.startswith("ops: ") and problem in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("verb", [("sends", "list"), ("poison", "list"), ("optouts", "list")])
