@@ -633,8 +633,8 @@ def poison_replay(args: argparse.Namespace, out: Output) -> int:
                 entry["result"] = ("kept: its ledger row changed while replaying (a status callback?); "
                                    "run replay again to decide on what it says now")
             except Exception as exc:  # noqa: BLE001 - one bad entry is reported; the batch goes on
-                if storage.is_storage_error(exc):
-                    raise  # storage itself is failing: one line for the whole run (held entries are released)
+                if storage.is_storage_error(exc) or isinstance(exc, BrokenPipeError):
+                    raise  # storage failing, or nobody reading: the whole run ends (held entries are released)
                 entry["result"] = f"kept: could not replay it ({_twilio_error(exc)})"
             results.append(entry)
     finally:
@@ -732,10 +732,13 @@ def poison_purge(args: argparse.Namespace, out: Output, ask: Callable[[str], str
 
 def _address(number: str) -> str:
     prefix = "whatsapp:"
-    plain = number[len(prefix):] if number[:len(prefix)].lower() == prefix else number
+    if number[:len(prefix)].lower() == prefix:  # WhatsApp:+1… is the same address as whatsapp:+1…
+        plain, address = number[len(prefix):], prefix + number[len(prefix):]
+    else:
+        plain = address = number
     if not E164.fullmatch(plain):
         raise OpsError(f"not an E.164 number: {number!r} (like +14155550100, or whatsapp:+14155550100)")
-    return number if plain is number else prefix + plain  # WhatsApp:+1… is the same address as whatsapp:+1…
+    return address
 
 
 def optouts_list(args: argparse.Namespace, out: Output) -> int:
@@ -811,6 +814,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
 
 
 _NULL_HANDLER = logging.NullHandler()
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _undecodable_argument(args: argparse.Namespace) -> str | None:
@@ -818,8 +822,8 @@ def _undecodable_argument(args: argparse.Namespace) -> str | None:
     no request can carry), named; None when every argument is text."""
     for name, value in vars(args).items():
         for item in value if isinstance(value, list) else [value]:
-            bad = _UNSAFE_TEXT.search(item) if isinstance(item, str) else None
-            if bad and "\ud800" <= bad.group() <= "\udfff":
+            bad = _LONE_SURROGATE.search(item) if isinstance(item, str) else None
+            if bad:
                 code = ord(bad.group())
                 shown = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
                 label = {"id": "id", "number": "number", "ids": "--id"}.get(name, "--" + name.replace("_", "-"))
