@@ -284,11 +284,11 @@ def _undecodable_argument(args: argparse.Namespace) -> str | None:
     request can carry), named as the user typed it; None when all are text."""
     for name, value in vars(args).items():
         for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, str) and any("\ud800" <= ch <= "\udfff" for ch in item):
-                byte = next(ch for ch in item if "\ud800" <= ch <= "\udfff")
-                shown = f"0x{ord(byte) - 0xDC00:02x}" if ord(byte) >= 0xDC80 else "a lone surrogate"
+            bad = next((ord(ch) for ch in item if "\ud800" <= ch <= "\udfff"), None) if isinstance(item, str) else None
+            if bad is not None:
+                shown = f"byte 0x{bad - 0xDC00:02x}" if 0xDC80 <= bad <= 0xDCFF else f"U+{bad:04X}"
                 label = {"body": "the SMS body", "sender": "--from"}.get(name, "--" + name.replace("_", "-"))
-                return f"{label} is not valid UTF-8 text (byte {shown}); pass text in UTF-8"
+                return f"{label} is not valid UTF-8 text ({shown}); pass text in UTF-8"
     return None
 
 
