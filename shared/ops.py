@@ -246,8 +246,12 @@ def connect(args: argparse.Namespace) -> None:
         raise OpsError("no storage account: pass --connection-string or --account-name, or set AzureWebJobsStorage "
                        "(environment or local.settings.json)")
     if config.get_settings().storage_connection:
-        _check_connection_string(storage.connection_string(),
-                                 "--connection-string" if args.connection_string else "AzureWebJobsStorage")
+        source = "--connection-string" if args.connection_string else "AzureWebJobsStorage"
+        try:
+            conn = storage.connection_string()
+        except storage.StorageSettingError as exc:  # names the problem, never a value from the string
+            raise OpsError(f"{source} is malformed: {exc.problem} (the value is not shown)") from None
+        _check_connection_string(conn, source)
 
 
 def _check_connection_string(conn: str, source: str) -> None:

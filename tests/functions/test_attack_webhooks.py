@@ -449,8 +449,9 @@ def test_a_status_callback_value_that_cannot_be_stored_is_refused_400_and_the_ro
     from shared import ledger
 
     ident = f"cb-{uuid.uuid4().hex[:12]}"
+    sid = "SM" + uuid.uuid4().hex  # this id's own message (a SID the index holds for another id is a 409)
     ledger.insert_if_absent("sms", ident, status="sent", attempts=1)
-    params = {"MessageSid": "SM" + "d" * 32, "MessageStatus": "undelivered", field: value}
+    params = {"MessageSid": sid, "MessageStatus": "undelivered", field: value}
     response, _ = call_function("status_message", signed_form_request("/api/status/message", params,
                                                                       query=f"id={ident}"))
     assert response.status_code == 400, response.get_body()
@@ -458,7 +459,7 @@ def test_a_status_callback_value_that_cannot_be_stored_is_refused_400_and_the_ro
     row = ledger.get("sms", ident)
     assert row.status == "sent" and not row.fields.get("error_code")
 
-    params = {"MessageSid": "SM" + "d" * 32, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+    params = {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "30003"}
     response, _ = call_function("status_message", signed_form_request("/api/status/message", params,
                                                                       query=f"id={ident}"))
     assert response.status_code == 204

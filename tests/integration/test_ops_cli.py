@@ -361,7 +361,7 @@ def hand_written(ident: str, message: str, code: str = "transient_exhausted") ->
 
 def test_poison_replay_keeps_the_ledger_key_of_a_null_id(outbound_env: Any) -> None:
     queue_message_id = f"queue-msg-{uuid.uuid4().hex[:8]}"
-    outbound_env.fail_next("500")
+    outbound_env.fail_next("429")
     outcome = sender.process("sms", json.dumps({"id": None, "to": TO, "body": "null id"}), queue_message_id, 5)
     assert outcome.id == queue_message_id and outcome.result == "dead_lettered"
 
@@ -378,7 +378,7 @@ def test_a_forced_replay_racing_a_ledger_update_is_reported_and_the_rest_of_the_
     raced, fine = f"race-{uuid.uuid4().hex[:8]}", f"fine-{uuid.uuid4().hex[:8]}"
     assert sender.process("sms", sms(raced), "q-race").result == "sent"
     hand_written(raced, sms(raced), code="duplicate_in_flight")  # reached Twilio: needs --force
-    dead_letter(outbound_env, fine, "500")  # never reached Twilio: replayed as is
+    dead_letter(outbound_env, fine, "429")  # never reached Twilio: replayed as is
     original_view = ops.twilio_view
 
     def view_then_a_status_callback_lands(kind: Any, plan: Any, letter: Any) -> Any:
@@ -404,7 +404,7 @@ def test_a_forced_replay_racing_a_ledger_update_is_reported_and_the_rest_of_the_
 def test_poison_replay_reports_entries_holding_lone_surrogates_and_goes_on_with_the_rest(
         outbound_env: Any, dry_run: bool) -> None:
     fine = f"fine-{uuid.uuid4().hex[:8]}"
-    dead_letter(outbound_env, fine, "500")
+    dead_letter(outbound_env, fine, "429")
     hand_written("bad-body", json.dumps({"id": "bad-body", "to": TO, "body": "x\ud800"}, ensure_ascii=False))
     hand_written("bad-\udc00id", "{broken")
 
