@@ -878,8 +878,8 @@ def _check_graph(check: _Checker, start: str, nodes: Mapping[str, Node]) -> None
     # 1. Inline chains (next, unavailable) are rendered into one answer: a loop there is an answer without end.
     inline = {n: [t for t, how in e if how in ("next", "unavailable")] for n, e in edges.items()}
     for component in _cycles(inline):
-        check.error(f"voice.nodes.{component[0]}", f"loop with no exit: {' → '.join(component + component[:1])} "
-                                                   f"follow each other by next/unavailable in one answer, forever")
+        check.error(f"voice.nodes.{component[0]}", f"loop with no exit: {', '.join(component)} continue into each "
+                                                   f"other (next, unavailable) in one answer that would never end")
     # 2. Automatic moves (also redirects) that pass no hangup, dial, record or enqueue: the call spins unattended.
     automatic = {n: [t for t, how in e if how == "unavailable" or
                      (how in ("next", "redirect") and not any(isinstance(s, EXIT) for s in nodes[n].steps))]
@@ -887,8 +887,9 @@ def _check_graph(check: _Checker, start: str, nodes: Mapping[str, Node]) -> None
     inline_loops = {tuple(c) for c in _cycles(inline)}
     for component in _cycles(automatic):
         if tuple(component) not in inline_loops:
-            check.error(f"voice.nodes.{component[0]}", f"loop with no exit: {' → '.join(component + component[:1])} "
-                                                       f"redirect to each other without the caller ever choosing")
+            check.error(f"voice.nodes.{component[0]}", f"loop with no exit: {', '.join(component)} lead into each "
+                                                       f"other (next, redirect, unavailable) with no hangup, dial, "
+                                                       f"record or enqueue and no choice for the caller")
     # 3. Reachable nodes from which the call can never end (every way out leads back in).
     reachable: list[str] = []
     todo = [start]
