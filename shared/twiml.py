@@ -17,7 +17,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from . import APP_NAME
-from .flows import choice_for_speech
+from .flows import XML_FORBIDDEN, choice_for_speech
 
 MENU_PATH = "/api/voice/menu"
 NODE_PATH = "/api/voice/node"  # the walk of the flow file's nodes: ?node=NAME enters one, ?gather=NAME answers one
@@ -39,7 +39,7 @@ GOODBYE = "Thank you for calling. Goodbye."
 MAX_ECHO_CHARS = 64  # a caller-supplied ApiVersion is spoken back, but not at any length
 MAX_RECORDING_SECONDS = 120
 # Characters outside XML 1.0's Char production.
-_NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_NOT_XML_CHAR = XML_FORBIDDEN
 # <Say voice="…" language="…">: names such as alice, Polly.Joanna-Neural, Google.en-US-Standard-A, en-US.
 SAY_ATTRIBUTE_RULE = "1-64 of A-Z a-z 0-9 . _ -"
 SAY_ATTRIBUTE = re.compile(r"[A-Za-z0-9._-]{1,64}")

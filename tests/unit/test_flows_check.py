@@ -355,3 +355,11 @@ def test_flows_file_setting_is_relative_to_the_app_not_the_working_directory(tmp
     assert flows.flows_path("config/clinic.json") == ROOT / "config" / "clinic.json"
     assert flows.flows_path(str(tmp_path / "x.json")) == tmp_path / "x.json"
     assert isinstance(flows.flows_path(""), Path)
+
+
+def test_the_text_refused_is_exactly_what_xml_1_0_cannot_carry_over_every_code_point():
+    def xml_char(point: int) -> bool:  # XML 1.0, production [2] Char
+        return point in (0x9, 0xA, 0xD) or 0x20 <= point <= 0xD7FF or 0xE000 <= point <= 0xFFFD or point >= 0x10000
+
+    everything = "".join(map(chr, range(0x110000)))
+    assert flows.XML_FORBIDDEN.sub("", everything) == "".join(ch for ch in everything if xml_char(ord(ch)))
