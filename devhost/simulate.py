@@ -8,8 +8,8 @@ is printed as what the caller would hear or the sender would get back.
     python -m devhost.simulate sms "look" --media https://example.com/cat.jpg
     python -m devhost.simulate call                        a call: walks the IVR, asking for each key press
     python -m devhost.simulate call --digits 2,            non-interactive: press 2, then no input
-    python -m devhost.simulate call --script 1,say:reception,#   a path through any flow file, unattended (fails
-                                                           if the call ends before the script does)
+    python -m devhost.simulate call --script 9,say:one     a path through any flow file, unattended (fails if
+                                                           the call ends before the script does)
     python -m devhost.simulate voicemail                   a recorded voicemail arriving
     python -m devhost.simulate status message --id ID --status delivered
 
@@ -170,7 +170,7 @@ def call(target: Target, sender: str, to: str, next_digits: Callable[[], str], o
         step = _next_step(document, public, next_digits, recording_url, out)
         if step is None:
             out("call ended")
-            if isinstance(next_digits, Script) and next_digits.left:
+            if isinstance(next_digits, Script) and any(next_digits.left):  # trailing "no input" is no answer
                 out(f"script: the call ended with {len(next_digits.left)} step(s) unplayed: "
                     f"{','.join(next_digits.left)}")
                 return EXIT_REJECTED
@@ -266,7 +266,7 @@ def _parser() -> argparse.ArgumentParser:
                                           "(default: ask on the terminal)")
     answers.add_argument("--script", type=Script.parse, help="a path to play unattended, one answer per gather, "
                          "comma-separated: keys (1, 0, #, 123), say:WORDS for speech, empty for no input; the "
-                         "call must end when the script does (exit 1 otherwise)")
+                         "call must not end with answers left (exit 1)")
     call_cmd.add_argument("--recording-url", default="https://api.twilio.com/2010-04-01/Recordings/RE-simulated")
     mail = kinds.add_parser("voicemail", help="a recorded voicemail arriving")
     mail.add_argument("--recording-url", default="https://api.twilio.com/2010-04-01/Recordings/RE-simulated")

@@ -89,9 +89,15 @@ def test_a_script_longer_than_the_call_fails_naming_what_was_not_played(run, cli
 
 
 def test_the_shipped_menu_walks_with_a_script_too(run):
-    code, out = run("--script", "9,1")
+    code, out = run("--script", "9,say:one")
     assert code == 0, out
     assert 'says: "Sorry, that is not an option."' in out and "Twilio API version 2010-04-01" in out
+
+
+def test_no_input_left_at_the_end_of_a_script_is_no_unplayed_answer(run):
+    code, out = run("--script", "2,,")
+    assert code == 0, out
+    assert "caller leaves a message" in out and "unplayed" not in out
 
 
 @pytest.mark.parametrize("script", ["1,x", "say", "1;2", "١"])
