@@ -579,9 +579,10 @@ class _Checker:
         value = spec["speech_timeout"]
         if value == "auto":
             return "auto"
-        seconds = self.integer(value, f"{where}.speech_timeout", 1, 60) if not isinstance(value, str) else None
         if isinstance(value, str):
             self.error(f"{where}.speech_timeout", "must be \"auto\" or whole seconds 1-60")
+            return None
+        seconds = self.integer(value, f"{where}.speech_timeout", 1, 60)
         return str(seconds) if seconds is not None else None
 
     def _branches(self, value: Any, where: str, gather: Gather) -> tuple[Branch, ...] | None:
@@ -688,9 +689,11 @@ def parse(document: Any, path: Path = Path(DEFAULT_FILE)) -> tuple[Flow | None, 
         start = check.node_ref(voice.get("start"), "voice.start") or "" if "start" in voice else ""
         nodes = _nodes(check, voice.get("nodes"))
     keywords = _keywords(check, top["sms"]) if "sms" in top else {}
-    for where, name in check.references:
-        if name not in nodes and not any(p.where == "voice.nodes" for p in check.problems):
-            check.error(where, f"unknown node {name!r}")
+    declared = set(voice["nodes"]) if voice is not None and isinstance(voice.get("nodes"), dict) else set()
+    if not any(p.where == "voice.nodes" for p in check.problems):  # no nodes at all: that one problem says it
+        for where, name in check.references:
+            if name not in declared:  # a node with mistakes of its own is reported there, not as unknown
+                check.error(where, f"unknown node {name!r}")
     if not any(p.severity == "error" for p in check.problems):
         _check_graph(check, start, nodes)
     if any(p.severity == "error" for p in check.problems):
