@@ -8,6 +8,8 @@ is printed as what the caller would hear or the sender would get back.
     python -m devhost.simulate sms "look" --media https://example.com/cat.jpg
     python -m devhost.simulate call                        a call: walks the IVR, asking for each key press
     python -m devhost.simulate call --digits 2,            non-interactive: press 2, then no input
+    python -m devhost.simulate call --script 9,say:one     a path through any flow file, unattended (fails if
+                                                           the call ends before the script does)
     python -m devhost.simulate voicemail                   a recorded voicemail arriving
     python -m devhost.simulate status message --id ID --status delivered
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import uuid
 import xml.etree.ElementTree as ET
@@ -83,7 +86,8 @@ def describe(element: ET.Element, indent: str = "  ") -> list[str]:
         elif tag == "Pause":
             lines.append(f"{indent}pauses {verb.get('length', '1')} s")
         elif tag == "Gather":
-            lines.append(f"{indent}waits for {verb.get('numDigits', 'any number of')} key press(es) "
+            words = " or words" if "speech" in (verb.get("input") or "").split() else ""
+            lines.append(f"{indent}waits for {verb.get('numDigits', 'any number of')} key press(es){words} "
                          f"-> {verb.get('method', 'POST')} {verb.get('action', '(this URL)')}")
             lines += describe(verb, indent + "  ")
         elif tag == "Record":
@@ -94,6 +98,8 @@ def describe(element: ET.Element, indent: str = "  ") -> list[str]:
             lines.append(f"{indent}dials: {number}")
         elif tag == "Redirect":
             lines.append(f"{indent}redirects -> {verb.get('method', 'POST')} {text}")
+        elif tag == "Enqueue":
+            lines.append(f"{indent}waits in the call queue: {text}")
         elif tag == "Hangup":
             lines.append(f"{indent}hangs up")
         elif tag == "Reject":
@@ -164,6 +170,10 @@ def call(target: Target, sender: str, to: str, next_digits: Callable[[], str], o
         step = _next_step(document, public, next_digits, recording_url, out)
         if step is None:
             out("call ended")
+            if isinstance(next_digits, Script) and any(next_digits.left):  # trailing "no input" is no answer
+                out(f"script: the call ended with {len(next_digits.left)} step(s) unplayed: "
+                    f"{','.join(next_digits.left)}")
+                return EXIT_REJECTED
             return 0
         method, public, extra = step
     raise SimulatorError(f"the call did not end after {MAX_STEPS} requests (a redirect loop?)")
@@ -178,6 +188,11 @@ def _next_step(document: ET.Element, current: str, next_digits: Callable[[], str
             return verb.get("method", "POST").upper(), urljoin(current, (verb.text or "").strip()), {}
         if verb.tag == "Gather":
             digits = next_digits()
+            if digits.startswith(SAY_PREFIX):
+                words = digits[len(SAY_PREFIX):].strip()
+                out(f'caller says: "{words}"')
+                return verb.get("method", "POST").upper(), urljoin(current, verb.get("action") or current), {
+                    "SpeechResult": words, "Confidence": "0.9"}
             if digits:
                 out(f"caller presses: {digits}")
                 return verb.get("method", "POST").upper(), urljoin(current, verb.get("action") or current), {
@@ -185,6 +200,9 @@ def _next_step(document: ET.Element, current: str, next_digits: Callable[[], str
             out("caller presses nothing")
             if verb.get("actionOnEmptyResult") == "true":
                 return verb.get("method", "POST").upper(), urljoin(current, verb.get("action") or current), {}
+            continue
+        if verb.tag == "Dial":
+            out("the dialled call ends (the simulator connects nobody); Twilio goes on with the next verb")
             continue
         if verb.tag == "Record":
             out(f"caller leaves a message ({recording_url})")
@@ -245,8 +263,12 @@ def _parser() -> argparse.ArgumentParser:
     sms_cmd.add_argument("body")
     sms_cmd.add_argument("--media", action="append", default=[], help="media URL (repeatable: MMS)")
     call_cmd = kinds.add_parser("call", help="an incoming call, walking the IVR")
-    call_cmd.add_argument("--digits", help="keys to press at each menu, comma-separated; empty = no input "
-                                           "(default: ask on the terminal)")
+    answers = call_cmd.add_mutually_exclusive_group()
+    answers.add_argument("--digits", help="keys to press at each menu, comma-separated; empty = no input "
+                                          "(default: ask on the terminal)")
+    answers.add_argument("--script", type=Script.parse, help="a path to play unattended, one answer per gather, "
+                         "comma-separated: keys (1, 0, #, 123), say:WORDS for speech, empty for no input; the "
+                         "call must not end with answers left (exit 1)")
     call_cmd.add_argument("--recording-url", default="https://api.twilio.com/2010-04-01/Recordings/RE-simulated")
     mail = kinds.add_parser("voicemail", help="a recorded voicemail arriving")
     mail.add_argument("--recording-url", default="https://api.twilio.com/2010-04-01/Recordings/RE-simulated")
@@ -261,6 +283,29 @@ def _parser() -> argparse.ArgumentParser:
 
 def _setting(name: str, values: dict) -> str:
     return os.environ.get(name) or str(values.get(name) or "")
+
+
+SAY_PREFIX = "say:"
+_KEYS = re.compile(r"[0-9*#]{1,32}")
+
+
+class Script:
+    """``--script 1,say:reception,#``: the answers to give, one per ``<Gather>``, in order; what is left when the
+    call ends is reported (the path did not go as written)."""
+
+    def __init__(self, steps: Sequence[str]) -> None:
+        self.left = list(steps)
+
+    @classmethod
+    def parse(cls, spec: str) -> "Script":
+        steps = [step.strip() for step in spec.split(",")]
+        for step in steps:
+            if step and not step.startswith(SAY_PREFIX) and not _KEYS.fullmatch(step):
+                raise argparse.ArgumentTypeError(f"{step[:40]!r} is neither keys (0-9 * #), say:WORDS nor empty")
+        return cls(steps)
+
+    def __call__(self) -> str:
+        return self.left.pop(0) if self.left else ""
 
 
 def _digit_source(spec: str | None) -> Callable[[], str]:
@@ -320,7 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.kind == "sms":
             return sms(target, args.body, args.sender, to, args.media, out)
         if args.kind == "call":
-            return call(target, args.sender, to, _digit_source(args.digits), out, args.recording_url)
+            answers = args.script if args.script is not None else _digit_source(args.digits)
+            return call(target, args.sender, to, answers, out, args.recording_url)
         if args.kind == "voicemail":
             return voicemail(target, args.sender, to, args.recording_url, args.duration, out)
         return status(target, args.which, args.id, args.status, args.sid, args.sender, to, out)

@@ -46,6 +46,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("VOICE_GREETING", "Hello from Azure!", doc="said when a call comes in"),
     Setting("SMS_AUTO_REPLY", doc="reply to ordinary inbound SMS; empty = no reply"),
     Setting("FORWARD_TO_NUMBER", doc="menu option 0 dials this number; empty = option off"),
+    Setting("FLOWS_FILE", "flows.json",
+            doc="the phone menu and SMS keyword file (shared/flows.py): absolute, or relative to function_app.py"),
     Setting("SECRET_CACHE_SECONDS", "300", doc="how long secrets are cached in process"),
     Setting("TWILIO_HTTP_TIMEOUT_SECONDS", "10", doc="timeout of every Twilio REST request"),
     Setting("RECONCILE_SETTLE_SECONDS", "60",
@@ -117,6 +119,7 @@ class Settings:
     max_sends_per_recipient_per_hour: str = ""
     max_sends_per_hour: str = ""
     auto_reply_min_interval_seconds: str = ""
+    flows_file: str = "flows.json"
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def require(self, name: str) -> str:
@@ -171,6 +174,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_sends_per_recipient_per_hour=_read(env, "MAX_SENDS_PER_RECIPIENT_PER_HOUR"),
         max_sends_per_hour=_read(env, "MAX_SENDS_PER_HOUR"),
         auto_reply_min_interval_seconds=_read(env, "AUTO_REPLY_MIN_INTERVAL_SECONDS"),
+        flows_file=_read(env, "FLOWS_FILE"),
         raw={s.name: _read(env, s.name) for s in SETTINGS if not s.secret},
     )
 
