@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -125,6 +126,8 @@ def visibility_delay(send_at: datetime | None, now: datetime | None = None) -> i
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The app's log lines are for a host's log; this CLI says what went wrong in its own one line.
+    logging.getLogger("switchboard").addHandler(logging.NullHandler())
     args = _parser().parse_args(argv)
     kind: Kind = args.kind
     try:
@@ -151,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = encode(document, as_base64=args.base64)
     try:
         client = storage.short_lived_queue(queue)
+    except storage.StorageSettingError as exc:  # says what is wrong, never a value from the setting
+        print(f"AzureWebJobsStorage is malformed: {exc.problem}", file=sys.stderr)
+        return EXIT_INVALID
     except (ValueError, config.MissingSettingError) as exc:
         # Never echo the setting: it may hold an account key.
         print("AzureWebJobsStorage is malformed: expected a storage connection string (e.g. UseDevelopmentStorage=true)"

@@ -80,11 +80,11 @@ def test_host_moves_a_message_to_poison_only_with_a_reason(outbound_env: Any, st
     """Always failing Twilio: the app dead-letters on the last try with the reason, so the host never has to."""
     from tests.outbound_helpers import poison, put, sms_queue
 
-    outbound_env.fault_rate, outbound_env.fault_choices = 1.0, ("500",)
+    outbound_env.fault_rate, outbound_env.fault_choices = 1.0, ("429",)
     host = standin_queues(visibility_timeout=0)
-    put(sms_queue(), {"id": "always-500", "to": TO, "body": "x"})
+    put(sms_queue(), {"id": "always-429", "to": TO, "body": "x"})
     wait_until(lambda: host.stats.succeeded == 1 and host.wait_idle(), 30, "the message to settle")
     [letter] = poison(sms_queue())
-    assert letter["error"]["code"] == "retries_exhausted" and "HTTP 500" in letter["error"]["reason"]
+    assert letter["error"]["code"] == "retries_exhausted" and "HTTP 429" in letter["error"]["reason"]
     assert host.stats.moved_to_poison == 0 and host.stats.failed == host.max_dequeue_count - 1
     assert len(outbound_env.requests) == host.max_dequeue_count

@@ -48,8 +48,8 @@ def test_queue_function_sends_through_shared(indexed_functions: dict[str, Any], 
 
 def test_queue_function_raises_on_transient_so_the_host_retries(indexed_functions: dict[str, Any],
                                                                outbound_env: Any) -> None:
-    outbound_env.fail_next("500")
-    with pytest.raises(Exception, match="HTTP 500"):
+    outbound_env.fail_next("429")  # observed not sent (a 5xx would be a send in doubt, reconciled instead)
+    with pytest.raises(Exception, match="HTTP 429"):
         invoke_queue(indexed_functions, "send_sms", json.dumps({"id": "fn-2", "to": TO, "body": "x"}).encode())
     invoke_queue(indexed_functions, "send_sms", json.dumps({"id": "fn-2", "to": TO, "body": "x"}).encode(),
                  dequeue_count=2)
