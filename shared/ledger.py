@@ -280,8 +280,8 @@ def record_sent(row: Row, sid: str, twilio_status: str, *, max_tries: int = 8, *
     try:
         claim_sid(row.kind, sid, row.id)
     except SidClaimedError as exc:
-        log.error("ledger: double_send suspected: %s SID %s answered to id %s is indexed for id %s", row.kind, sid,
-                  row.id, exc.owner)
+        log.error("ledger: sid_mismatch %s create answer for id=%s names SID %s of id=%s", row.kind, row.id, sid,
+                  exc.owner)
     for _ in range(max_tries):
         values: dict[str, Any] = {"sid": sid, "last_error": "", **extra}
         if row.sid and row.sid != sid:
