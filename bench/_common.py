@@ -15,7 +15,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -157,14 +156,12 @@ HttpObserver = Callable[[str, str, str, Any, float], None]  # (host:port, method
 
 
 def observe_http(observer: HttpObserver) -> Callable[[], None]:
-    """Call ``observer`` after every HTTP exchange of this process: the app's own pools
-    (``shared.transport.OriginPool``: tables, Twilio) and urllib3's (requests: Key Vault, queues, the raw sender).
+    """Call ``observer`` after every HTTP exchange of this process: every client (the tables and queue SDKs,
+    twilio's ``TwilioHttpClient``, Key Vault, the raw sender) goes through urllib3's connection pools.
     Returns the function that stops observing."""
     from urllib3.connectionpool import HTTPConnectionPool
 
-    from shared.transport import OriginPool
-
-    original_urlopen, original_request = HTTPConnectionPool.urlopen, OriginPool.request
+    original_urlopen = HTTPConnectionPool.urlopen
 
     def urlopen(pool: Any, method: str, url: str, body: Any = None, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
@@ -173,18 +170,9 @@ def observe_http(observer: HttpObserver) -> Callable[[], None]:
         finally:
             observer(f"{pool.host}:{pool.port}", method, url, body, time.perf_counter() - start)
 
-    def request(pool: Any, method: str, target: str, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return original_request(pool, method, target, **kwargs)
-        finally:
-            observer(urlsplit(pool.origin).netloc, method, target, kwargs.get("body"), time.perf_counter() - start)
-
     HTTPConnectionPool.urlopen = urlopen  # type: ignore[method-assign]
-    OriginPool.request = request  # type: ignore[method-assign]
 
     def stop() -> None:
         HTTPConnectionPool.urlopen = original_urlopen  # type: ignore[method-assign]
-        OriginPool.request = original_request  # type: ignore[method-assign]
 
     return stop

@@ -135,7 +135,7 @@ def _get(partition: str, row_key: str) -> Any:
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
-        return storage.point_table(TABLE).get_entity(partition_key=partition, row_key=row_key)
+        return storage.table(TABLE).get_entity(partition_key=partition, row_key=row_key)
     except ResourceNotFoundError:
         return None
 
@@ -145,13 +145,14 @@ def _write(existing: Any, entity: dict[str, Any]) -> bool:
     False when another writer got there first (re-read and decide again)."""
     from azure.core import MatchConditions
     from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+    from azure.data.tables import UpdateMode
 
-    table = storage.point_table(TABLE)
+    table = storage.table(TABLE)
     try:
         if existing is None:
             table.create_entity(entity)
         else:
-            table.update_entity(entity, mode="merge", etag=existing.metadata["etag"],
+            table.update_entity(entity, mode=UpdateMode.MERGE, etag=existing.metadata["etag"],
                                 match_condition=MatchConditions.IfNotModified)
         return True
     except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):

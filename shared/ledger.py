@@ -60,7 +60,6 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from . import storage
-from .point_table import Entity
 
 log = logging.getLogger("switchboard.ledger")
 
@@ -172,12 +171,12 @@ def _get_at(kind: str, ident: str, partition: str) -> Row | None:
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
-        return _row(kind, storage.point_table(TABLE).get_entity(partition_key=partition, row_key=ident))
+        return _row(kind, storage.table(TABLE).get_entity(partition_key=partition, row_key=ident))
     except ResourceNotFoundError:
         return None
 
 
-def _row(kind: str, entity: Any) -> Row:
+def _row(kind: str, entity: Any, etag: str | None = None) -> Row:
     claimed_at = entity.get("claimed_at")
     if isinstance(claimed_at, str):
         try:
@@ -185,7 +184,8 @@ def _row(kind: str, entity: Any) -> Row:
         except ValueError:
             claimed_at = None
     return Row(kind=kind, id=entity["RowKey"], status=str(entity.get("status", "")),
-               etag=entity.metadata.get("etag", ""), attempts=int(entity.get("attempts", 0) or 0),
+               etag=etag if etag is not None else entity.metadata.get("etag", ""),
+               attempts=int(entity.get("attempts", 0) or 0),
                sid=str(entity.get("sid", "") or ""), twilio_status=str(entity.get("twilio_status", "") or ""),
                last_error=str(entity.get("last_error", "") or ""), claimed_at=claimed_at, fields=dict(entity),
                partition=str(entity.get("PartitionKey", "") or ""))
@@ -216,7 +216,7 @@ def try_claim(kind: str, ident: str, **extra: Any) -> tuple[bool, Row]:
     entity = {"PartitionKey": partition_key(kind, ident), "RowKey": ident, "kind": kind, "status": "claimed",
               "attempts": 1, "claimed_at": now, "created_at": now, "updated_at": now, "claim_token": token, **extra}
     try:
-        meta = storage.point_table(TABLE).create_entity(entity)
+        meta = storage.table(TABLE).create_entity(entity)
     except ResourceExistsError:
         row = get(kind, ident)
         if row is None:  # deleted in between (only an operator would): try once more
@@ -236,7 +236,7 @@ def insert_if_absent(kind: str, ident: str, **values: Any) -> Row | None:
         return old
     now = _now()
     try:
-        storage.point_table(TABLE).create_entity({"PartitionKey": partition_key(kind, ident), "RowKey": ident,
+        storage.table(TABLE).create_entity({"PartitionKey": partition_key(kind, ident), "RowKey": ident,
                                                   "kind": kind, "created_at": now, "updated_at": now, **values})
         return None
     except ResourceExistsError:
@@ -247,17 +247,18 @@ def update(row: Row, **values: Any) -> Row:
     """MERGE ``values`` into ``row`` if it is unchanged since read; else :class:`LedgerConflictError`."""
     from azure.core import MatchConditions
     from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+    from azure.data.tables import UpdateMode
 
     values = {k: ("" if v is None else v) for k, v in values.items()}
     values["updated_at"] = _now()
     entity = {"PartitionKey": row.partition_key, "RowKey": row.id, **values}
     try:
-        meta = storage.point_table(TABLE).update_entity(entity, mode="merge", etag=row.etag,
-                                                        match_condition=MatchConditions.IfNotModified)
+        meta = storage.table(TABLE).update_entity(entity, mode=UpdateMode.MERGE, etag=row.etag,
+                                                  match_condition=MatchConditions.IfNotModified)
     except (ResourceModifiedError, ResourceNotFoundError) as exc:
         raise LedgerConflictError(f"{row.kind}/{row.id} changed since read ({type(exc).__name__})") from None
     merged = {**row.fields, **values, "PartitionKey": row.partition_key}
-    return _row(row.kind, Entity(merged, {"etag": meta.get("etag", "")}))
+    return _row(row.kind, merged, meta.get("etag", ""))
 
 
 def status_rank(kind: str, status: str) -> int:
@@ -279,8 +280,8 @@ def record_sent(row: Row, sid: str, twilio_status: str, *, max_tries: int = 8, *
     try:
         claim_sid(row.kind, sid, row.id)
     except SidClaimedError as exc:
-        log.error("ledger: double_send suspected: %s SID %s answered to id %s is indexed for id %s", row.kind, sid,
-                  row.id, exc.owner)
+        log.error("ledger: sid_mismatch %s create answer for id=%s names SID %s of id=%s", row.kind, row.id, sid,
+                  exc.owner)
     for _ in range(max_tries):
         values: dict[str, Any] = {"sid": sid, "last_error": "", **extra}
         if row.sid and row.sid != sid:
@@ -387,7 +388,7 @@ def claim_sid(kind: str, sid: str, ident: str) -> None:
     if not sid:
         return
     try:
-        storage.point_table(TABLE).create_entity({"PartitionKey": _sid_partition(sid), "RowKey": sid,
+        storage.table(TABLE).create_entity({"PartitionKey": _sid_partition(sid), "RowKey": sid,
                                                   "id": ident, "kind": kind})
     except ResourceExistsError:
         owner = id_for_sid(kind, sid)
@@ -400,7 +401,7 @@ def id_for_sid(kind: str, sid: str) -> str | None:
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
-        entity = storage.point_table(TABLE).get_entity(partition_key=_sid_partition(sid), row_key=sid)
+        entity = storage.table(TABLE).get_entity(partition_key=_sid_partition(sid), row_key=sid)
     except ResourceNotFoundError:
         return None
     return str(entity.get("id") or "") or None
@@ -434,7 +435,7 @@ def note_attempt(kind: str, ident: str, to: str, content_key: str, started: date
 
     digest = _recipient_hash(kind, to)
     try:
-        storage.point_table(TABLE).create_entity({
+        storage.table(TABLE).create_entity({
             "PartitionKey": ATTEMPT_INDEX_PREFIX + digest[:2], "RowKey": f"{digest}_{_attempt_stamp(started)}_{ident}",
             "id": ident, "kind": kind, "content_key": content_key, "started": started})
     except ResourceExistsError:

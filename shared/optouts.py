@@ -70,7 +70,7 @@ def _record_key(address: str) -> str:
 def record_optout(number: str, keyword: str, message_sid: str = "") -> None:
     """Remember that ``number`` opted out (idempotent: a second STOP just updates the row)."""
     key = _record_key(number)
-    storage.point_table(TABLE).upsert_entity({
+    storage.table(TABLE).upsert_entity({
         "PartitionKey": partition_key(key),
         "RowKey": key,
         "Keyword": keyword,
@@ -78,15 +78,15 @@ def record_optout(number: str, keyword: str, message_sid: str = "") -> None:
         "OptedOutAt": datetime.now(timezone.utc).isoformat(),
     })
     if _legacy_present():  # the spread row now says it: one row per address
-        storage.point_table(TABLE).delete_entity(partition_key=LEGACY_PARTITION, row_key=key)
+        storage.table(TABLE).delete_entity(partition_key=LEGACY_PARTITION, row_key=key)
 
 
 def clear_optout(number: str) -> None:
     """Forget an opt-out (START / UNSTOP / YES); a number never opted out is fine."""
     key = _record_key(number)
-    storage.point_table(TABLE).delete_entity(partition_key=partition_key(key), row_key=key)
+    storage.table(TABLE).delete_entity(partition_key=partition_key(key), row_key=key)
     if _legacy_present():
-        storage.point_table(TABLE).delete_entity(partition_key=LEGACY_PARTITION, row_key=key)
+        storage.table(TABLE).delete_entity(partition_key=LEGACY_PARTITION, row_key=key)
 
 
 def is_opted_out(number: str) -> bool:
@@ -98,7 +98,7 @@ def is_opted_out(number: str) -> bool:
     partitions = [partition_key(key)] + ([LEGACY_PARTITION] if _legacy_present() else [])
     for partition in partitions:
         try:
-            storage.point_table(TABLE).get_entity(partition_key=partition, row_key=key, select=["RowKey"])
+            storage.table(TABLE).get_entity(partition_key=partition, row_key=key, select=["RowKey"])
             return True
         except ResourceNotFoundError:
             continue

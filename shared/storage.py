@@ -3,10 +3,11 @@
 Locally ``AzureWebJobsStorage`` is a connection string (Azurite's ``UseDevelopmentStorage=true`` included);
 in Azure it is identity-based (``AzureWebJobsStorage__queueServiceUri`` / ``__tableServiceUri`` /
 ``__accountName`` + ``__clientId``), the same settings the Functions host reads, so both share one account.
-The SDKs are imported here, inside functions, to keep cold start light. Point reads and writes on tables (every
-send's opt-out read, claim, record and SID index, every status callback's update) go through
-:func:`point_table` (``shared.point_table``), the same operations for a fraction of the SDK's CPU; queries, table
-creation and queues use the SDK clients.
+The SDKs are imported here, inside functions, to keep cold start light (a webhook that touches no storage loads
+none of them). Every table and queue operation goes through the official SDK clients (``azure-data-tables``,
+``azure-storage-queue``), which Microsoft tests against Azure on every release, on one pooled HTTP session per
+service (``shared.transport``: proxy and CA settings read once, one connection per worker thread). azure-core's
+HTTP logging policy (request URLs, which hold table keys such as an opt-out's number) logs at WARNING only.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import logging
 import os
 import threading
 from typing import Any
-from urllib.parse import urlsplit
 
 from .config import MissingSettingError, get_settings
 
@@ -150,9 +150,16 @@ def _service(kind: str) -> Any:
     return client
 
 
+HTTP_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
+
+
 def _make_service(kind: str) -> Any:
     conn = connection_string()
     from .transport import azure_transport
+
+    http_log = logging.getLogger(HTTP_LOGGER)
+    if http_log.level == logging.NOTSET:  # a level set on purpose (debugging) is left alone
+        http_log.setLevel(logging.WARNING)
 
     # One pooled session per service, proxy/CA settings read once (shared.transport).
     options: dict[str, Any] = {"transport": azure_transport(connection_timeout=STORAGE_TIMEOUT_SECONDS,
@@ -195,7 +202,8 @@ def table_retry_options() -> dict[str, Any]:
 
 
 def table(name: str) -> Any:
-    """A ``TableClient`` for ``name``, made once per process; the table is created on first use."""
+    """The ``TableClient`` for ``name``: one per table per process, sharing the service's pooled session; the
+    table is created on first use."""
     key = ("table", name)
     client = _clients.get(key)
     if client is None:
@@ -203,40 +211,6 @@ def table(name: str) -> Any:
         service.create_table_if_not_exists(name)
         client = _clients.setdefault(key, service.get_table_client(name))
     return client
-
-
-def point_table(name: str) -> Any:
-    """The client for point reads and writes on table ``name`` (get, insert, merge, upsert, delete):
-    :class:`shared.point_table.PointTableClient`, the SDK's methods for a fraction of its CPU per call, which also
-    creates the table on first use. Made once per process; a send loads no tables SDK (cold start)."""
-    key = ("point", name)
-    client = _clients.get(key)
-    if client is None:
-        made = _make_point_table(name)
-        made.create_table()
-        client = _clients.setdefault(key, made)
-    return client
-
-
-def _make_point_table(name: str) -> Any:
-    from .point_table import PointTableClient, TableAccount, UnsupportedConnectionError, account_from_connection_string
-    from .transport import OriginPool
-
-    conn = connection_string()
-    if conn:
-        try:
-            account = account_from_connection_string(conn)
-        except UnsupportedConnectionError as exc:  # what connection_problem missed: the same kind of trouble
-            _report_unusable_once(str(exc))
-            raise StorageSettingError(str(exc)) from None
-    else:
-        endpoint = _identity_endpoint("table")
-        account = TableAccount(endpoint.rstrip("/"), (urlsplit(endpoint).hostname or "").split(".")[0],
-                               credential=_credential())
-    return PointTableClient(account, name, pool=OriginPool(account.endpoint, timeout_seconds=STORAGE_TIMEOUT_SECONDS),
-                            retries=STORAGE_RETRIES,
-                            backoff_seconds=STORAGE_BACKOFF_SECONDS, backoff_max_seconds=STORAGE_BACKOFF_MAX_SECONDS,
-                            retry_after_max_seconds=STORAGE_RETRY_AFTER_MAX_SECONDS)
 
 
 def queue(name: str) -> Any:
@@ -303,7 +277,9 @@ def partition_has_rows(table_name: str, partition: str, *, fresh: bool = False) 
     cached = _legacy_rows.get(key)
     if cached is not None and not fresh and now - cached[0] < LEGACY_CHECK_SECONDS:
         return cached[1]
-    present = point_table(table_name).partition_has_rows(partition)
+    pages = table(table_name).query_entities("PartitionKey eq @pk", parameters={"pk": partition},
+                                             select=["RowKey"], results_per_page=1).by_page()
+    present = any(True for _ in next(iter(pages), []))
     _legacy_rows[key] = (now, present)
     return present
 

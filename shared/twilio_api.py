@@ -81,14 +81,21 @@ _credentials: tuple[str, str] | None = None
 
 
 def _make_http_client(timeout: float) -> Any:
-    from .twilio_http import PooledTwilioHttpClient
+    """twilio's own ``TwilioHttpClient``: every request with ``timeout``, on a session from ``shared.transport``
+    (one pooled connection per worker thread, proxy/CA settings read once, no retries: a retried POST could
+    send twice)."""
+    from twilio.http.http_client import TwilioHttpClient
 
-    # The SDK's request log (method and path, never the body or auth) stays out unless asked for.
+    from .transport import new_session
+
+    # The SDK's request log (it names the query, e.g. a list's To number) stays out unless asked for.
     http_log = logging.getLogger("switchboard.twilio.http")
     if http_log.level == logging.NOTSET:
         http_log.setLevel(logging.WARNING)
-    # urllib3 pool, proxy/CA settings read once per process, one connection per worker thread, no retries.
-    return PooledTwilioHttpClient(timeout=timeout, logger=http_log)
+    client = TwilioHttpClient(pool_connections=True, timeout=timeout, logger=http_log)
+    client.session.close()
+    client.session = new_session(max_retries=0)
+    return client
 
 
 def _current_credentials() -> tuple[str, str, str]:
@@ -130,8 +137,9 @@ def reset_client() -> None:
     """Forget the client (tests change settings between cases)."""
     global _client, _credentials
     with _lock:
-        if _client is not None and hasattr(_client.http_client, "close"):
-            _client.http_client.close()
+        session = getattr(getattr(_client, "http_client", None), "session", None)
+        if session is not None:
+            session.close()
         _client = None
         _credentials = None
 
@@ -239,9 +247,8 @@ def _call(create: Callable[[Any], Any], client: Any) -> Any:
 
 def classify(exc: BaseException) -> BaseException:
     """Map an SDK / HTTP exception to a :class:`TwilioSendError` subclass (others come back unchanged)."""
+    import requests
     from twilio.base.exceptions import TwilioException, TwilioRestException
-
-    from .transport import TransportError
 
     if isinstance(exc, TwilioRestException):
         status, code = int(exc.status), exc.code
@@ -256,18 +263,35 @@ def classify(exc: BaseException) -> BaseException:
             return TransientTwilioError(f"{detail}: Twilio may have accepted it", maybe_sent=True,
                                         http_status=status, code=code)
         return PermanentTwilioError(detail, http_status=status, code=code)
-    if isinstance(exc, TransportError):
-        if not exc.sent:
+    if isinstance(exc, requests.exceptions.RequestException):
+        if not _may_have_been_sent(exc):
             return TransientTwilioError(f"cannot connect: {_short(exc)}", maybe_sent=False)
-        if exc.timed_out:
+        if isinstance(exc, requests.exceptions.Timeout):
             timeout = get_settings().twilio_http_timeout
             return TransientTwilioError(f"no answer within {timeout:g} s: Twilio may have accepted it",
                                         maybe_sent=True)
-        # Connection lost or reset, broken answer: the request may have been written.
+        # Connection lost or reset, a broken answer: the request may have been written.
         return TransientTwilioError(f"connection lost after sending: {_short(exc)}", maybe_sent=True)
     if isinstance(exc, TwilioException):
         return TransientTwilioError(f"unreadable answer: {_short(exc)}", maybe_sent=True)
     return exc
+
+
+def _may_have_been_sent(exc: BaseException) -> bool:
+    """False only when requests/urllib3 say the connection itself was never made: a connect timeout, refused,
+    DNS, the TLS handshake, or the proxy (then nothing was written, so a retry cannot duplicate). Anything after
+    the connection was up (read timeout, reset, a broken answer) may have reached Twilio."""
+    import requests
+    from urllib3.exceptions import MaxRetryError, NewConnectionError, ProxyError, SSLError
+
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError,
+                        requests.exceptions.ProxyError)):
+        return False
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        cause = exc.args[0] if exc.args else None
+        reason = cause.reason if isinstance(cause, MaxRetryError) else cause
+        return not isinstance(reason, (NewConnectionError, SSLError, ProxyError))
+    return True
 
 
 def _short(exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-// Alerts for operators (README, Operations): an action group mailing emailAddresses, four log alerts on
+// Alerts for operators (README, Operations): an action group mailing emailAddresses, five log alerts on
 // Application Insights, and the Key Vault's SecretNearExpiry / SecretExpired events raised as Azure Monitor alerts.
 // The KQL reads the app's outcome log lines by field (shared/sender.py `_log`; tests/unit/test_outcome_log_format.py
 // pins that format against the `parse` below). Azure validates a rule's query when it creates the rule, so every
@@ -24,6 +24,8 @@ var outcomeLogs = 'traces | where message startswith "outbound " and message has
 var deadLetterQuery = '${outcomeLogs} | where outcome == "dead_lettered" | project timestamp, channel, id, reason, detail'
 // MAX_SENDS_PER_HOUR spent: sends are deferred to the next hour (shared/sender.py `_defer_for_budget`), not lost.
 var budgetDeferredQuery = '${outcomeLogs} | where outcome == "deferred" and detail startswith "budget_exhausted:" | project timestamp, channel, id, detail'
+// A second SID for one id (shared/ledger.py `_flag_double_send`), or a callback naming another id's SID.
+var doubleSendQuery = 'traces | where message startswith "ledger: double_send " or message startswith "ledger: sid_mismatch " | parse message with "ledger: " event " " channel " " rest | project timestamp, event, channel, rest'
 var webhook5xxQuery = 'requests | where name !in ("send_sms", "place_call") | summarize total = count(), failed = countif(toint(resultCode) >= 500) | extend percent5xx = iff(total == 0, 0.0, 100.0 * failed / total)'
 var functionFailureQuery = 'requests | where success == false | project timestamp, name, resultCode, operation_Id'
 
@@ -111,6 +113,53 @@ resource budgetDeferred 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}
+
+resource doubleSend 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'alert-double-send-${namePrefix}'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'switchboard: a message was sent twice'
+    description: 'Twilio reported a second message for one send id (a list that lagged past RECONCILE_SETTLE_SECONDS), or a status callback named another send\'s SID. ops sends show ID lists every SID (README, Exactly once).'
+    severity: 1
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT5M'
+    criteria: {
+      allOf: [
+        {
+          query: doubleSendQuery
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          dimensions: [
+            {
+              name: 'event'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
           failingPeriods: {
             numberOfEvaluationPeriods: 1
             minFailingPeriodsToAlert: 1

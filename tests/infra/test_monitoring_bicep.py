@@ -28,7 +28,8 @@ def test_log_alerts_watch_dead_letters_webhook_5xx_and_function_failures(bicep: 
     rules = resources(bicep, "modules/alerts.bicep", "Microsoft.Insights/scheduledQueryRules")
     variables = {n: v["value"] for n, v in bicep["modules/alerts.bicep"]["variables"].items()}
     by_query = {r["properties"]["criteria"]["allOf"][0]["query"]: r for r in rules}
-    assert set(by_query) == {"deadLetterQuery", "budgetDeferredQuery", "webhook5xxQuery", "functionFailureQuery"}
+    assert set(by_query) == {"deadLetterQuery", "budgetDeferredQuery", "webhook5xxQuery", "functionFailureQuery",
+                             "doubleSendQuery"}
     for rule in rules:
         props = rule["properties"]
         assert rule["kind"] == "LogAlert"
@@ -43,6 +44,20 @@ def test_log_alerts_watch_dead_letters_webhook_5xx_and_function_failures(bicep: 
     assert "success == false" in variables["functionFailureQuery"]
     assert 'outcome == "deferred"' in variables["budgetDeferredQuery"]
     assert 'detail startswith "budget_exhausted:"' in variables["budgetDeferredQuery"]
+
+
+def test_the_double_send_alert_matches_the_lines_the_ledger_logs(bicep: dict[str, Any]) -> None:
+    """The alert reads the ERROR lines shared/ledger.py writes for a second SID and for another id's SID."""
+    from pathlib import Path
+
+    variables = {n: v["value"] for n, v in bicep["modules/alerts.bicep"]["variables"].items()}
+    ledger_source = (Path(__file__).resolve().parents[2] / "shared" / "ledger.py").read_text()
+    for prefix in ("ledger: double_send ", "ledger: sid_mismatch "):
+        assert f'startswith "{prefix}"' in variables["doubleSendQuery"]
+        assert f'"{prefix}%s' in ledger_source  # the format string the ERROR record is made from
+    rules = resources(bicep, "modules/alerts.bicep", "Microsoft.Insights/scheduledQueryRules")
+    [rule] = [r for r in rules if r["properties"]["criteria"]["allOf"][0]["query"] == "doubleSendQuery"]
+    assert rule["properties"]["severity"] == 1 and rule["properties"]["criteria"]["allOf"][0]["threshold"] == 0
 
 
 def test_twilio_secret_expiry_raises_an_alert_through_the_action_group(bicep: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """Under the worker's logging (root at INFO), a real opt-out written to Azurite leaves no unmasked number in any
 logger's records: azure-core's per-request log is quiet, and even when an operator turns it on, the Table URLs it
-logs (``RowKey='%2B1415…'``) are masked by the app's record factory. (The send path's point operations go through
-``shared.point_table``, which logs no request at all.)"""
+logs (``RowKey='%2B1415…'``) are masked by the app's record factory. Every table call goes through the SDK, so
+both hold for the send path too."""
 
 from __future__ import annotations
 
@@ -39,8 +39,7 @@ def test_table_request_urls_logged_by_azure_core_are_masked(azurite):
     policy.setLevel(logging.INFO)  # an operator turns it back on
     recorder = _recording()
     try:
-        # The point operations go through shared.point_table (no per-request log); the SDK still serves queries
-        # and the ops CLI, so its logged URLs must be masked too.
+        # Every table call (point operations, queries, the ops CLI) is the SDK's: its logged URLs must be masked.
         table = storage.table(optouts.TABLE)
         key, partition = NUMBER, optouts.partition_key(NUMBER)
         table.upsert_entity({"PartitionKey": partition, "RowKey": key, "Keyword": "STOP"})

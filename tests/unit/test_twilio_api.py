@@ -11,7 +11,6 @@ from twilio.base.exceptions import TwilioRestException
 
 from shared import twilio_api
 from shared.outbound import validate
-from shared.transport import OriginPool, TransportError
 from shared.twilio_api import AuthFailedError, PermanentTwilioError, TransientTwilioError, classify
 from tests.conftest import TEST_FROM
 
@@ -34,29 +33,22 @@ def test_rest_errors_are_classified(status: int, code: int | None, cls: type, ma
         assert error.maybe_sent is maybe_sent
 
 
-def test_read_timeout_may_have_sent_connect_failure_did_not() -> None:
-    read_timeout = classify(TransportError("TimeoutError after the request", sent=True, timed_out=True))
-    assert read_timeout.maybe_sent is True and "no answer within" in read_timeout.reason
-    reset = classify(TransportError("ConnectionResetError after the request", sent=True))
-    assert reset.maybe_sent is True and reset.reason.startswith("connection lost after sending")
-    refused = classify(TransportError("cannot connect: ConnectionRefusedError", sent=False))
-    assert refused.maybe_sent is False and refused.reason.startswith("cannot connect")
-
-
 def test_one_client_per_process_with_the_base_url(twilio_fake: Any) -> None:
     first = twilio_api.get_client()
     assert twilio_api.get_client() is first and first.api.base_url == twilio_fake.base_url
 
 
 def test_every_request_carries_the_timeout(twilio_fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import requests
+
     seen: list[Any] = []
-    real_request = OriginPool.request
+    real_send = requests.Session.send
 
-    def request(self: OriginPool, method: str, target: str, **kwargs: Any) -> Any:
-        seen.append(kwargs.get("timeout_seconds") or self.timeout_seconds)
-        return real_request(self, method, target, **kwargs)
+    def send(self: requests.Session, request: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("timeout"))
+        return real_send(self, request, **kwargs)
 
-    monkeypatch.setattr(OriginPool, "request", request)
+    monkeypatch.setattr(requests.Session, "send", send)
     message = validate("sms", {"id": "t1", "to": TO, "body": "x"})
     twilio_api.send_sms(message, from_=TEST_FROM, messaging_service_sid=None)  # type: ignore[arg-type]
     twilio_api.place_call(validate("call", {"id": "t2", "to": TO, "url": "https://e.com/x"}),  # type: ignore[arg-type]
