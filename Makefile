@@ -58,7 +58,7 @@ azurite-stop:
 twilio-fake-start: install local.settings.json
 	@mkdir -p $(AZURITE_DIR)
 	@if [ -f $(AZURITE_DIR)/twilio-fake.pid ] && kill -0 $$(cat $(AZURITE_DIR)/twilio-fake.pid) 2>/dev/null; then echo "Twilio fake already running"; else \
-	  nohup $(PY) -m tests.peers.twilio_fake --port 4010 >$(AZURITE_DIR)/twilio-fake.log 2>&1 & echo $$! > $(AZURITE_DIR)/twilio-fake.pid; \
+	  nohup $(PY) -m devhost.twilio_fake --port 4010 >$(AZURITE_DIR)/twilio-fake.log 2>&1 & echo $$! > $(AZURITE_DIR)/twilio-fake.pid; \
 	  echo "Offline Twilio fake on http://127.0.0.1:4010 (log: $(AZURITE_DIR)/twilio-fake.log)"; fi
 
 twilio-fake-stop:

@@ -166,7 +166,7 @@ class Launcher:
         if port_open(self.twilio_port):
             say(f"something already listens on {self.twilio_port}: using it as the Twilio fake")
             return
-        proc = self.spawn("Twilio fake", [sys.executable, "-m", "tests.peers.twilio_fake", "--port",
+        proc = self.spawn("Twilio fake", [sys.executable, "-m", "devhost.twilio_fake", "--port",
                                           str(self.twilio_port)], env)
         self.wait_ready("Twilio fake", proc, lambda: port_open(self.twilio_port), "the lines above")
 
