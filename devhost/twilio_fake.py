@@ -44,7 +44,7 @@ from twilio.request_validator import RequestValidator
 
 from .ports import free_port
 
-FAULTS = ("429", "500", "21211", "21610", "401", "slow", "reset", "500-created", "503-created")
+FAULTS = ("429", "500", "21211", "21610", "21614", "21408", "401", "slow", "reset", "500-created", "503-created")
 TRANSIENT_FAULTS = ("429", "500", "reset")
 
 _ERRORS = {
@@ -53,8 +53,33 @@ _ERRORS = {
     "503": (503, 20503, "Service Unavailable"),
     "21211": (400, 21211, "The 'To' number is not a valid phone number."),
     "21610": (400, 21610, "Attempt to send to unsubscribed recipient"),
+    "21614": (400, 21614, "'To' number is not a valid mobile number"),
+    "21408": (400, 21408, "Permission to send an SMS has not been enabled for the region indicated by the 'To' number"),
     "401": (401, 20003, "Authenticate"),
 }
+
+# What a local user sees each fault do (``python -m devhost.twilio_fake fail --help``, README "Trying the outcomes").
+FAULT_MEANINGS = {
+    "429": "429 / 20429 Too Many Requests: nothing sent; retried after the queue's visibility timeout",
+    "500": "500 / 20500, nothing created: in doubt; the next try reads Twilio's list back and sends it again once "
+           "the settle window (RECONCILE_SETTLE_SECONDS) passed with nothing found",
+    "21211": "400 / 21211 not a valid 'To' number: dead-lettered as twilio_rejected, not retried",
+    "21610": "400 / 21610 recipient unsubscribed at the carrier: dead-lettered as twilio_rejected, not retried",
+    "21614": "400 / 21614 not a mobile number: dead-lettered as twilio_rejected, not retried",
+    "21408": "400 / 21408 region not enabled on the account: dead-lettered as twilio_rejected, not retried",
+    "401": "401 / 20003: the app re-reads its secret and tries once more (--count 2: dead-lettered)",
+    "slow": "created at once, answered after the app's timeout (TWILIO_HTTP_TIMEOUT_SECONDS): in doubt; its status "
+            "callback or the read-back records it, never sent twice",
+    "reset": "connection reset before anything was created: in doubt; read back, sent again after the settle window",
+    "500-created": "created, then answered 500: in doubt; its status callback or the read-back records it, never "
+                   "sent twice",
+    "503-created": "created, then answered 503: as 500-created",
+}
+# GET on this path answers who the fake is (``make run`` reuses a fake on its port only when it answers this);
+# POST on FAULTS_PATH queues faults for the next creates (``python -m devhost.twilio_fake fail``).
+FINGERPRINT_PATH = "/_switchboard/twilio-fake"
+FAULTS_PATH = "/_switchboard/twilio-fake/faults"
+FINGERPRINT = "switchboard-twilio-fake"
 
 
 # Values the spec allows for the channel parameters (twilio_api_v2010.json: a pattern, an enum, or "Can be: `a` or
@@ -137,6 +162,8 @@ class TwilioFake:
     # Created messages/calls by SID, and the account's phone numbers (see "Read-back and phone numbers" below).
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     phone_numbers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Called once per Messages/Calls create request, after it was answered (the local runs' report and callback).
+    on_create: Callable[["Recorded"], None] | None = None
 
     # ------------------------------------------------------------ control
 
@@ -222,10 +249,15 @@ class TwilioFake:
                 pass
 
             def do_POST(self) -> None:  # noqa: N802
-                fake._handle(self)
+                if urlsplit(self.path).path == FAULTS_PATH:
+                    fake._handle_fault_control(self)
+                else:
+                    fake._handle(self)
 
             def do_GET(self) -> None:  # noqa: N802
-                if urlsplit(self.path).path.endswith(("/Messages.json", "/Calls.json")):
+                if urlsplit(self.path).path == FINGERPRINT_PATH:
+                    fake._json(self, 200, fake.fingerprint())
+                elif urlsplit(self.path).path.endswith(("/Messages.json", "/Calls.json")):
                     fake._handle_get(self)
                 else:
                     fake._handle_more(self, "GET", b"")
@@ -244,7 +276,38 @@ class TwilioFake:
 
     # ------------------------------------------------------------ requests
 
+    def fingerprint(self) -> dict[str, Any]:
+        """Who this fake is: what ``make run`` checks before reusing a server on the Twilio fake's port."""
+        import os
+
+        with self._lock:
+            pending = list(self._next_faults)
+        return {"fake": FINGERPRINT, "account_sid": self.account_sid, "pid": os.getpid(), "pending_faults": pending}
+
+    def _handle_fault_control(self, h: BaseHTTPRequestHandler) -> None:
+        """``POST FAULTS_PATH`` with ``fault=21610&count=2`` (queued for the next creates) or ``clear=1``."""
+        length = int(h.headers.get("Content-Length") or 0)
+        form = parse_qs(h.rfile.read(length).decode("utf-8", "replace") if length else "")
+        try:
+            if form.get("clear"):
+                with self._lock:
+                    self._next_faults.clear()
+            for fault in form.get("fault", []):
+                count = int(form.get("count", ["1"])[0])
+                if not 1 <= count <= 1000:
+                    raise ValueError("count must be 1-1000")
+                self.fail_next(*[fault] * count)
+        except ValueError as exc:
+            return self._json(h, 400, {"error": str(exc), "faults": list(FAULTS)})
+        self._json(h, 200, self.fingerprint())
+
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        record = self._handle_create(h)
+        if record is not None and self.on_create is not None:
+            self.on_create(record)
+
+    def _handle_create(self, h: BaseHTTPRequestHandler) -> Recorded | None:
+        """Answer one POST; the create's record (None for other requests)."""
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
         if len(raw) < length:
@@ -261,7 +324,12 @@ class TwilioFake:
         record = Recorded(kind, parts[2], form, username)
         with self._lock:
             self.requests.append(record)
-        if self.credentials.get(username) != password or parts[2] != self.account_sid:
+        self._answer_create(h, record, password)
+        return record
+
+    def _answer_create(self, h: BaseHTTPRequestHandler, record: Recorded, password: str) -> None:
+        kind, form = record.kind, record.form
+        if self.credentials.get(record.username) != password or record.account_sid != self.account_sid:
             return self._error(h, record, "401")
         if self.latency_seconds:
             time.sleep(self.latency_seconds)
@@ -613,48 +681,120 @@ def start_twilio_fake(account_sid: str, credentials: dict[str, str], **options: 
     return TwilioFake(account_sid=account_sid, credentials=dict(credentials), **options).start()
 
 
-def _serve_for_local_runs() -> None:
-    """``python -m devhost.twilio_fake``: the offline Twilio that ``make run`` starts on 127.0.0.1:4010.
+def _serve_for_local_runs(argv: list[str] | None = None) -> None:
+    """python -m devhost.twilio_fake: the offline Twilio that make run starts on 127.0.0.1:4010.
 
-    Reads the account SID and auth token from local.settings.json, accepts sends, prints each one (numbers
-    masked), and posts a signed ``delivered`` / ``completed`` status callback so the ledger moves on locally.
+    Reads the account SID and auth token from local.settings.json (the environment wins), accepts sends, prints each
+    one (numbers masked), and posts a signed delivered / completed status callback so the ledger moves on locally.
+    TWILIO_FAKE_FAIL=21610,429 answers the first sends with those faults, in order; ``fail`` does the same for a
+    running fake (python -m devhost.twilio_fake fail --help).
     """
     import argparse
     import os
+    import sys
     from pathlib import Path
 
-    parser = argparse.ArgumentParser(description=_serve_for_local_runs.__doc__)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["fail"], ["clear"]):
+        sys.exit(_control(argv))
+    parser = argparse.ArgumentParser(prog="python -m devhost.twilio_fake", description=_plain(
+        _serve_for_local_runs.__doc__ or ""), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=4010)
     parser.add_argument("--settings", default="local.settings.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     values = json.loads(Path(args.settings).read_text()).get("Values", {}) if Path(args.settings).exists() else {}
-    env = {**values, **os.environ}
+    env = {**values, **{k: v for k, v in os.environ.items() if v}}
     sid, token = env.get("TWILIO_ACCOUNT_SID", ""), env.get("TWILIO_AUTH_TOKEN", "")
     credentials = {sid: token}
     if env.get("TWILIO_API_KEY_SID"):
         credentials[env["TWILIO_API_KEY_SID"]] = env.get("TWILIO_API_KEY_SECRET", "")
-    fake = TwilioFake(account_sid=sid, credentials=credentials, port=args.port)
-    original = fake._handle
 
-    def handle_and_report(h: BaseHTTPRequestHandler) -> None:
-        before = len(fake.requests)
-        original(h)
+    printing = threading.Lock()
+
+    def report(record: Recorded) -> None:  # once per create, from the thread that answered it
         from shared.redact import mask_number
 
-        for record in fake.requests[before:]:
-            print(f"twilio-fake: {record.kind} to {mask_number(record.first('To'))} -> {record.answered}"
-                  f" {record.sid}", flush=True)
-            if record.answered == 201 and record.first("StatusCallback"):
-                final = "delivered" if record.kind == "sms" else "completed"
-                threading.Thread(target=_callback_quietly, args=(fake, record, final, token), daemon=True).start()
+        fault = f" (injected fault {record.fault})" if record.fault else ""
+        line = f"twilio-fake: {record.kind} to {mask_number(record.first('To'))} -> {record.answered} {record.sid}"
+        with printing:  # one write per line: print() writes the newline apart, so concurrent lines would interleave
+            sys.stdout.write(line.rstrip() + fault + "\n")
+            sys.stdout.flush()
+        if record.created and record.first("StatusCallback"):
+            final = "delivered" if record.kind == "sms" else "completed"
+            threading.Thread(target=_callback_quietly, args=(fake, record, final, token), daemon=True).start()
 
-    fake._handle = handle_and_report  # type: ignore[method-assign]
+    try:  # "slow" answers after the app gave up, as a Twilio that never answers in time
+        slow = float(env.get("TWILIO_HTTP_TIMEOUT_SECONDS") or 10) + 1
+    except ValueError:
+        slow = 11.0
+    fake = TwilioFake(account_sid=sid, credentials=credentials, port=args.port, on_create=report, slow_seconds=slow)
+    faults = [f.strip() for f in os.environ.get("TWILIO_FAKE_FAIL", "").split(",") if f.strip()]
+    try:
+        fake.fail_next(*faults)
+    except ValueError as exc:
+        print(f"twilio-fake: TWILIO_FAKE_FAIL: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
     fake.start()
-    print(f"twilio-fake: offline Twilio on {fake.base_url} for account {sid[:6]}…", flush=True)
+    print(f"twilio-fake: offline Twilio on {fake.base_url} for account {sid[:6]}…" +
+          (f"; the next {len(faults)} send(s) fail with {', '.join(faults)} (TWILIO_FAKE_FAIL)" if faults else ""),
+          flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
-        fake.stop()
+        pass  # the server's threads are daemons: nothing to wait for
+
+
+def _control(argv: list[str]) -> int:
+    """python -m devhost.twilio_fake fail FAULT [--count N] | clear: script the running local fake."""
+    import argparse
+    import os
+    import sys
+
+    from shared import localstack
+
+    parser = argparse.ArgumentParser(prog="python -m devhost.twilio_fake", description="Make the running local "
+                                     "Twilio fake (make run) answer the next sends with a chosen Twilio error.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="faults:\n" + "\n".join(f"  {name:<12} {meaning}"
+                                                                     for name, meaning in FAULT_MEANINGS.items()))
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    fail = verbs.add_parser("fail", help="answer the next send(s) with a fault", epilog=parser.epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    fail.add_argument("fault", choices=FAULTS, metavar="FAULT", help="one of: " + ", ".join(FAULTS))
+    fail.add_argument("--count", type=int, default=1, help="how many sends in a row (default 1)")
+    clear = verbs.add_parser("clear", help="forget faults not used yet")
+    for sub in (fail, clear):
+        sub.add_argument("--port", type=int, help="the fake's port (default: the running make run's, else "
+                                                  "TWILIO_FAKE_PORT, else 4010)")
+    args = parser.parse_args(argv)
+    try:
+        port = args.port or localstack.find(os.environ).ports["twilio"]
+    except localstack.PortSettingError as exc:
+        print(f"twilio-fake: {exc}", file=sys.stderr)
+        return 2
+    form = {"clear": "1"} if args.verb == "clear" else {"fault": args.fault, "count": str(args.count)}
+    try:
+        answer = requests.post(f"http://127.0.0.1:{port}{FAULTS_PATH}", data=form, timeout=5)
+        state = answer.json()
+    except (requests.RequestException, ValueError):
+        print(f"twilio-fake: no Twilio fake answers on 127.0.0.1:{port} (is make run running? --port moves it)",
+              file=sys.stderr)
+        return 1
+    if answer.status_code != 200 or state.get("fake") != FINGERPRINT:
+        print(f"twilio-fake: 127.0.0.1:{port} refused: {state.get('error', answer.status_code)}", file=sys.stderr)
+        return 1
+    pending = state.get("pending_faults", [])
+    if args.verb == "clear":
+        print(f"twilio-fake on 127.0.0.1:{port}: no faults pending; sends succeed again")
+    else:
+        print(f"twilio-fake on 127.0.0.1:{port}: the next {args.count} send(s) get {args.fault}: "
+              f"{FAULT_MEANINGS[args.fault]} ({len(pending)} fault(s) pending)")
+    return 0
+
+
+def _plain(text: str) -> str:
+    """Docstring text for --help: without reStructuredText's double backticks."""
+    return text.replace("``", "")
 
 
 def _callback_quietly(fake: TwilioFake, record: Recorded, status: str, token: str) -> None:
