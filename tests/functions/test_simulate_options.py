@@ -69,7 +69,7 @@ def test_the_voicemail_walk_says_the_goodbye_after_record_happens_only_if_nothin
     assert any(line.startswith("caller leaves a message") for line in lines[goodbye:])
 
 
-@pytest.mark.parametrize("module", ["devhost.simulate", "shared.ops", "shared.enqueue"])
+@pytest.mark.parametrize("module", ["devhost.simulate", "shared.ops", "shared.enqueue", "devhost"])
 def test_help_is_plain_text_without_rst_backticks(module: str) -> None:
     done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
