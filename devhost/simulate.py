@@ -15,7 +15,9 @@ is printed as what the caller would hear or the sender would get back.
 
 Settings: ``--token`` / ``--public-url`` / ``--base-url``, else ``TWILIO_AUTH_TOKEN`` / ``PUBLIC_BASE_URL``
 from the environment, else local.settings.json ``Values``. Requests go to ``--base-url`` (default: the public
-URL), so against a deployed app give its ``PUBLIC_BASE_URL`` and auth token and nothing else.
+URL), so against a deployed app give its ``PUBLIC_BASE_URL`` and auth token and nothing else. A
+``PUBLIC_BASE_URL`` left at ``http://localhost:7071`` means the local stack: the host of the ``make run`` running
+in this folder (or ``LOCAL_HTTP_PORT``), named in one line on stderr. Options go before or after the scenario.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from twilio.request_validator import RequestValidator
+
+from shared import localstack
 
 from .settings import LocalSettingsError, read_local_settings
 
@@ -72,10 +76,17 @@ class Target:
 # ---------------------------------------------------------------- reading TwiML aloud
 
 
+_WAITS_FOR_CALLER = {"Gather": "if the caller presses nothing:", "Record": "if nothing is recorded:"}
+
+
 def describe(element: ET.Element, indent: str = "  ") -> list[str]:
     """What each verb of a TwiML document does, one line each, in the order Twilio runs them."""
     lines = []
-    for verb in element:
+    for position, verb in enumerate(element):
+        if position and element[position - 1].tag in _WAITS_FOR_CALLER:
+            # Twilio goes on past a Gather / Record only when the caller gives nothing: say so, not as if it ran.
+            lines.append(f"{indent}{_WAITS_FOR_CALLER[element[position - 1].tag]}")
+            indent += "  "
         text = (verb.text or "").strip()
         tag = verb.tag
         if tag == "Say":
@@ -230,7 +241,8 @@ def status(target: Target, kind: str, send_id: str, state: str, sid: str, sender
         params = {"MessageSid": sid or "SM" + uuid.uuid4().hex, "MessageStatus": state, "SmsStatus": state}
     else:
         params = {"CallSid": sid or "CA" + uuid.uuid4().hex, "CallStatus": state, "CallDuration": "12"}
-    params.update({"AccountSid": target.account_sid, "From": sender, "To": to, "ApiVersion": "2010-04-01"})
+    # A status callback is about a send of the app's: From is the app's number, To the recipient.
+    params.update({"AccountSid": target.account_sid, "From": to, "To": sender, "ApiVersion": "2010-04-01"})
     # Encoded as Twilio writes the callback URL, so the URL signed is the URL sent (an id with a space, '#', '%' or
     # non-ASCII would otherwise be re-encoded or cut by the HTTP client after signing: a 403 for a bad signature).
     public = f"{target.public_url}/api/status/{kind}?id={quote(send_id, safe='')}"
@@ -250,19 +262,28 @@ def _guess_type(url: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m devhost.simulate", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m devhost.simulate", description=_plain(__doc__.split("\n\n")[0]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("--base-url", help="where to send requests (default: the public URL)")
-    parser.add_argument("--public-url", help="the app's PUBLIC_BASE_URL, which signatures cover")
-    parser.add_argument("--token", help="Twilio auth token to sign with (default: TWILIO_AUTH_TOKEN)")
-    parser.add_argument("--from", dest="sender", default=DEFAULT_FROM, help=f"caller / sender (default {DEFAULT_FROM})")
-    parser.add_argument("--to", help="the app's number (default: TWILIO_FROM_NUMBER)")
+                                     epilog=_plain("\n\n".join(__doc__.split("\n\n")[1:])))
+
+    def where(target: argparse.ArgumentParser, default: object) -> None:
+        # The same options on the top level and on each scenario; a scenario's only overrides what it was given.
+        target.add_argument("--base-url", default=default, help="where to send requests (default: the public URL)")
+        target.add_argument("--public-url", default=default, help="the app's PUBLIC_BASE_URL, which signatures cover")
+        target.add_argument("--token", default=default,
+                            help="Twilio auth token to sign with (default: TWILIO_AUTH_TOKEN)")
+        target.add_argument("--from", dest="sender", default=DEFAULT_FROM if default is None else default,
+                            help=f"caller / sender; for status, the recipient (default {DEFAULT_FROM})")
+        target.add_argument("--to", default=default, help="the app's number (default: TWILIO_FROM_NUMBER)")
+
+    where(parser, None)
+    shared = argparse.ArgumentParser(add_help=False)
+    where(shared, argparse.SUPPRESS)
     kinds = parser.add_subparsers(dest="kind", required=True)
-    sms_cmd = kinds.add_parser("sms", help="an inbound SMS (try STOP, START, HELP)")
+    sms_cmd = kinds.add_parser("sms", parents=[shared], help="an inbound SMS (try STOP, START, HELP)")
     sms_cmd.add_argument("body")
     sms_cmd.add_argument("--media", action="append", default=[], help="media URL (repeatable: MMS)")
-    call_cmd = kinds.add_parser("call", help="an incoming call, walking the IVR")
+    call_cmd = kinds.add_parser("call", parents=[shared], help="an incoming call, walking the IVR")
     answers = call_cmd.add_mutually_exclusive_group()
     answers.add_argument("--digits", help="keys to press at each menu, comma-separated; empty = no input "
                                           "(default: ask on the terminal)")
@@ -270,15 +291,20 @@ def _parser() -> argparse.ArgumentParser:
                          "comma-separated: keys (1, 0, #, 123), say:WORDS for speech, empty for no input; the "
                          "call must not end with answers left (exit 1)")
     call_cmd.add_argument("--recording-url", default="https://api.twilio.com/2010-04-01/Recordings/RE-simulated")
-    mail = kinds.add_parser("voicemail", help="a recorded voicemail arriving")
+    mail = kinds.add_parser("voicemail", parents=[shared], help="a recorded voicemail arriving")
     mail.add_argument("--recording-url", default="https://api.twilio.com/2010-04-01/Recordings/RE-simulated")
     mail.add_argument("--duration", type=int, default=7)
-    status_cmd = kinds.add_parser("status", help="a status callback for a send")
+    status_cmd = kinds.add_parser("status", parents=[shared], help="a status callback for a send")
     status_cmd.add_argument("which", choices=["message", "call"])
     status_cmd.add_argument("--id", required=True, help="the send's id (what shared.enqueue printed)")
     status_cmd.add_argument("--status", required=True, help="e.g. delivered, failed, completed, busy")
     status_cmd.add_argument("--sid", default="", help="the Twilio SID (default: a made-up one)")
     return parser
+
+
+def _plain(text: str) -> str:
+    """Docstring text for --help: without reStructuredText's double backticks."""
+    return text.replace("``", "")
 
 
 def _setting(name: str, values: dict) -> str:
@@ -349,7 +375,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     token = args.token or _setting("TWILIO_AUTH_TOKEN", values)
-    public = (args.public_url or _setting("PUBLIC_BASE_URL", values) or "http://localhost:7071").rstrip("/")
+    public = (args.public_url or _setting("PUBLIC_BASE_URL", values) or localstack.LOCAL_PUBLIC_URL).rstrip("/")
+    if not args.public_url and public == localstack.LOCAL_PUBLIC_URL:  # the local stack, wherever it runs
+        try:
+            stack = localstack.find(os.environ)
+        except localstack.PortSettingError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        public = stack.public_url()
+        print(stack.describe(["http"]), file=sys.stderr, flush=True)
     if not token:
         print("no auth token: pass --token or set TWILIO_AUTH_TOKEN (environment or local.settings.json)",
               file=sys.stderr)
