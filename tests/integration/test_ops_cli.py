@@ -517,7 +517,8 @@ def test_output_cut_off_by_the_reader_ends_quietly(azurite: Any, unique_queues: 
         done = _ops_process(argv, azurite.connection_string, stdout=write_end, stderr=subprocess.PIPE, timeout=60)
     finally:
         os.close(write_end)
-    assert done.stderr == ""  # no BrokenPipeError traceback, no "Exception ignored" at exit
+    # No BrokenPipeError traceback, no "Exception ignored" at exit: at most the progress lines of a long listing.
+    assert [line for line in done.stderr.splitlines() if not line.startswith("… ")] == [], done.stderr
     assert done.returncode == ops.EXIT_BROKEN_PIPE
 
 
