@@ -25,7 +25,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Callable, Sequence
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from twilio.request_validator import RequestValidator
@@ -213,7 +213,9 @@ def status(target: Target, kind: str, send_id: str, state: str, sid: str, sender
     else:
         params = {"CallSid": sid or "CA" + uuid.uuid4().hex, "CallStatus": state, "CallDuration": "12"}
     params.update({"AccountSid": target.account_sid, "From": sender, "To": to, "ApiVersion": "2010-04-01"})
-    public = f"{target.public_url}/api/status/{kind}?id={send_id}"
+    # Encoded as Twilio writes the callback URL, so the URL signed is the URL sent (an id with a space, '#', '%' or
+    # non-ASCII would otherwise be re-encoded or cut by the HTTP client after signing: a 403 for a bad signature).
+    public = f"{target.public_url}/api/status/{kind}?id={quote(send_id, safe='')}"
     out(f"-> POST {public}  {kind} status {state}")
     response = target.send("POST", public, params)
     show_response(response, out)
@@ -277,8 +279,25 @@ def _digit_source(spec: str | None) -> Callable[[], str]:
     return ask
 
 
+def _undecodable_argument(args: argparse.Namespace) -> str | None:
+    """The first argument holding bytes that are not UTF-8 (Python keeps them as lone surrogates, which no HTTP
+    request can carry), named as the user typed it; None when all are text."""
+    for name, value in vars(args).items():
+        for item in value if isinstance(value, list) else [value]:
+            bad = next((ord(ch) for ch in item if "\ud800" <= ch <= "\udfff"), None) if isinstance(item, str) else None
+            if bad is not None:
+                shown = f"byte 0x{bad - 0xDC00:02x}" if 0xDC80 <= bad <= 0xDCFF else f"U+{bad:04X}"
+                label = {"body": "the SMS body", "sender": "--from"}.get(name, "--" + name.replace("_", "-"))
+                return f"{label} is not valid UTF-8 text ({shown}); pass text in UTF-8"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    undecodable = _undecodable_argument(args)
+    if undecodable:
+        print(undecodable, file=sys.stderr)
+        return 2
     try:
         values = read_local_settings().get("Values", {}) if not (args.token and args.public_url) else {}
     except LocalSettingsError as exc:

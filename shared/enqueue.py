@@ -74,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def build_message(args: argparse.Namespace) -> dict[str, Any]:
     """The queue message document for parsed CLI arguments (only the fields given)."""
-    fields: dict[str, Any] = {"id": args.id or uuid.uuid4().hex, "to": args.to, "from": args.from_,
+    # Only an absent --id gets a new one: --id "" is refused by the schema, not silently replaced.
+    fields: dict[str, Any] = {"id": uuid.uuid4().hex if args.id is None else args.id, "to": args.to, "from": args.from_,
                               "send_at": args.send_at}
     if args.kind == "sms":
         fields.update(body=args.body, media_urls=args.media_urls, messaging_service_sid=args.messaging_service_sid,
@@ -102,19 +103,36 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class LocalSettingsError(ValueError):
+    """local.settings.json exists but cannot be used; the message is one line naming the file and what is wrong."""
+
+
 def load_local_settings(environ: dict[str, str] | os._Environ = os.environ) -> None:
-    """Fill settings missing from the environment from local.settings.json ("Values"), as ``func start`` does."""
+    """Fill settings missing from the environment from local.settings.json ("Values"), as ``func start`` does.
+    Raises :class:`LocalSettingsError` for a file that is unreadable, not JSON, or not shaped as func expects."""
     for folder in (Path.cwd(), ROOT):
         path = folder / "local.settings.json"
         if path.is_file():
             try:
-                values = json.loads(path.read_text()).get("Values", {})
-            except ValueError as exc:
-                raise SystemExit(f"{path}: not valid JSON ({exc})") from None
+                document = json.loads(path.read_text(encoding="utf-8-sig"))
+            except ValueError as exc:  # UnicodeDecodeError included
+                raise LocalSettingsError(f"{path}: not valid JSON ({exc})") from None
+            except OSError as exc:
+                raise LocalSettingsError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+            if not isinstance(document, dict):
+                raise LocalSettingsError(f"{path}: must be a JSON object with \"Values\", not {_json_kind(document)}")
+            values = document.get("Values", {})
+            if not isinstance(values, dict):
+                raise LocalSettingsError(f"{path}: \"Values\" must be an object of settings, not {_json_kind(values)}")
             for name, value in values.items():
                 if isinstance(value, str) and not environ.get(name):
                     environ[name] = value
             return
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
 
 
 def visibility_delay(send_at: datetime | None, now: datetime | None = None) -> int:
@@ -136,7 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidMessageError as exc:
         print(f"invalid {kind} message: {exc.reason}", file=sys.stderr)
         return EXIT_INVALID
-    load_local_settings()
+    try:
+        load_local_settings()
+    except LocalSettingsError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
     from . import config, destinations, storage
     from .sender import queue_name_for
 

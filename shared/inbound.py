@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from . import APP_NAME, optouts, twiml
 from .redact import mask_number
 from .throttled_log import log_throttled
-from .webhooks import MalformedRequestError, Params
+from .webhooks import MalformedRequestError, Params, WebhookRejected
 
 log = logging.getLogger("switchboard.inbound")
 
@@ -30,12 +30,30 @@ HELP_TEXT = f"{APP_NAME}: reply STOP to stop receiving messages, START to receiv
 WHATSAPP_STOP_TEXT = f"{APP_NAME}: you will get no more WhatsApp messages from us. Reply START to resume."
 WHATSAPP_PREFIX = "whatsapp:"
 MAX_MEDIA = 10
-# A keyword with any amount of padding fits in this; longer bodies are messages (and need no normalising).
+# What is left of a body once whitespace, punctuation and invisible characters are trimmed from both ends: a
+# keyword fits in this; anything longer is a message (and needs no normalising). Trimmed first, so a STOP with
+# any amount of padding is still an opt-out (on WhatsApp nobody else would stop the sends).
 MAX_KEYWORD_INPUT = 160
+
+# What an inbound event may carry. The event goes on a Storage queue as is (messageEncoding none), and a queue
+# message holds at most 64 KiB; json.dumps escapes every non-ASCII character (an emoji is 12 bytes), and the queue
+# request is XML, which escapes & < >. Bodies as Twilio delivers them (an SMS up to 1600 UTF-16 units, WhatsApp up
+# to 4096), URLs up to 2048 characters, any other value up to 256; the encoded event, counted with its XML
+# escapes, within MAX_EVENT_BYTES. Past any of these the request is refused (413), before anything is recorded.
+MAX_INBOUND_BODY_UNITS = {"sms": 1600, "whatsapp": 4096}
+MAX_URL_CHARS = 2048
+MAX_VALUE_CHARS = 256
+MAX_EVENT_BYTES = 60 * 1024
 # Table storage forbids these characters in a RowKey (controls U+0000-001F, U+007F-009F, / \ # ?); invisible
 # format characters (zero-width, bidi overrides) would make two keys for one number. Neither is in an address.
 _BAD_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f"
                             r"\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]")
+
+
+class TooLargeError(WebhookRejected):
+    """A signed request whose event could not be carried on the inbound queue: refused, never half-stored."""
+
+    status = 413
 
 
 @dataclass(frozen=True)
@@ -55,26 +73,60 @@ def _is_edge_noise(char: str) -> bool:
     return char.isspace() or unicodedata.category(char)[0] in "PZC"
 
 
-def normalise_keyword(body: str) -> str:
-    """The body as a keyword candidate: NFKC (full-width ＳＴＯＰ → STOP), invisible characters (zero-width,
-    bidi marks: category Cf) removed, upper case, whitespace and punctuation trimmed from both ends."""
-    text = unicodedata.normalize("NFKC", body[:MAX_KEYWORD_INPUT])
-    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+def _trim(text: str) -> str:
     start, end = 0, len(text)
     while start < end and _is_edge_noise(text[start]):
         start += 1
     while end > start and _is_edge_noise(text[end - 1]):
         end -= 1
-    return text[start:end].upper()
+    return text[start:end]
+
+
+def normalise_keyword(body: str) -> str:
+    """The body as a keyword candidate: whitespace, punctuation and invisible characters trimmed from both ends,
+    then (when what is left is short enough to be a keyword) NFKC (full-width ＳＴＯＰ → STOP), invisible
+    characters (zero-width, bidi marks: category Cf) removed, trimmed again, upper case."""
+    text = _trim(body)
+    if len(text) > MAX_KEYWORD_INPUT:
+        return text[:MAX_KEYWORD_INPUT].upper()  # a message, not a keyword: no need to normalise all of it
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return _trim(text).upper()
 
 
 def keyword_of(body: str) -> str:
     """The opt-out/opt-in/help keyword a body is, or '' (the whole normalised body must be the keyword, as
     Twilio matches it: "please stop texting me" is a message, not an opt-out)."""
-    if len(body) > MAX_KEYWORD_INPUT:
+    if len(_trim(body)) > MAX_KEYWORD_INPUT:
         return ""
     word = normalise_keyword(body)
     return word if word in OPT_OUT | OPT_IN | HELP else ""
+
+
+def _value(params: Params, name: str, limit: int = MAX_VALUE_CHARS) -> str:
+    """A parameter as it goes into an event or a table row: at most ``limit`` characters, else 413."""
+    value = params.first(name)
+    if len(value) > limit:
+        raise TooLargeError(f"parameter {name} of {len(value)} characters is over the {limit}-character limit")
+    return value
+
+
+def _body(params: Params, channel: str) -> str:
+    body = params.first("Body")
+    limit = MAX_INBOUND_BODY_UNITS[channel]
+    units = len(body.encode("utf-16-le", "surrogatepass")) // 2  # as Twilio counts: an emoji is 2
+    if units > limit:
+        raise TooLargeError(f"Body of {units} UTF-16 units is over the {limit} a {channel} message can have")
+    return body
+
+
+def encode_event(event: dict) -> str:
+    """The event as the queue message text, or :class:`TooLargeError` when the queue could not hold it."""
+    text = json.dumps(event)
+    size = len(text.encode("utf-8")) + 4 * text.count("&") + 3 * (text.count("<") + text.count(">"))
+    if size > MAX_EVENT_BYTES:
+        raise TooLargeError(f"the inbound event would be {size} bytes, over the {MAX_EVENT_BYTES}-byte queue limit")
+    return text
 
 
 def _media(params: Params) -> list[dict[str, str]]:
@@ -83,7 +135,7 @@ def _media(params: Params) -> list[dict[str, str]]:
     except ValueError:
         raise MalformedRequestError("NumMedia is not a number") from None
     return [
-        {"url": params.first(f"MediaUrl{i}"), "content_type": params.first(f"MediaContentType{i}")}
+        {"url": _value(params, f"MediaUrl{i}", MAX_URL_CHARS), "content_type": _value(params, f"MediaContentType{i}")}
         for i in range(count)
         if params.first(f"MediaUrl{i}")
     ]
@@ -106,9 +158,28 @@ def handle_sms(params: Params, auto_reply: str = "", reply_interval: str = "") -
     if _BAD_KEY_CHARS.search(sender) or len(sender) > 64:
         raise MalformedRequestError("From is not a phone number or address")
     channel = channel_of(sender)
-    body = params.first("Body")
+    body = _body(params, channel)
     keyword = keyword_of(body)
-    message_sid = params.first("MessageSid") or params.first("SmsSid")
+    message_sid = _value(params, "MessageSid") or _value(params, "SmsSid")
+    # The whole event is built and measured before anything is recorded: a request refused for its size changes
+    # nothing. (``reply_limited`` is measured as false, the longer of its two values.)
+    event = {
+        "type": "sms",
+        "channel": channel,
+        "from": sender,
+        "to": _value(params, "To"),
+        "body": body,
+        "message_sid": message_sid,
+        "account_sid": _value(params, "AccountSid"),
+        "messaging_service_sid": _value(params, "MessagingServiceSid"),
+        "media": _media(params),
+        "keyword": keyword,
+        "reply_limited": False,
+        "received_at": _now(),
+    }
+    if channel == "whatsapp":  # what WhatsApp adds: the sender's profile name and WhatsApp id
+        event.update(profile_name=_value(params, "ProfileName"), wa_id=_value(params, "WaId"))
+    encode_event(event)
     reply = auto_reply
     confirms_opt_out = False
     if keyword in OPT_OUT:
@@ -126,23 +197,8 @@ def handle_sms(params: Params, auto_reply: str = "", reply_interval: str = "") -
     limited = bool(reply) and not confirms_opt_out and _reply_limited(sender, reply_interval)
     if limited:
         reply = ""
-    event = {
-        "type": "sms",
-        "channel": channel,
-        "from": sender,
-        "to": params.first("To"),
-        "body": body,
-        "message_sid": message_sid,
-        "account_sid": params.first("AccountSid"),
-        "messaging_service_sid": params.first("MessagingServiceSid"),
-        "media": _media(params),
-        "keyword": keyword,
-        "reply_limited": limited,
-        "received_at": _now(),
-    }
-    if channel == "whatsapp":  # what WhatsApp adds: the sender's profile name and WhatsApp id
-        event.update(profile_name=params.first("ProfileName"), wa_id=params.first("WaId"))
-    return InboundResult(twiml.sms_reply(reply), json.dumps(event))
+    event["reply_limited"] = limited
+    return InboundResult(twiml.sms_reply(reply), encode_event(event))
 
 
 def _already_opted_out(sender: str) -> bool:
@@ -190,32 +246,34 @@ def handle_recording_status(params: Params) -> str:
     status = params.require("RecordingStatus")  # exactly as Twilio writes it
     if status not in RECORDING_STATUSES:
         raise MalformedRequestError(f"RecordingStatus must be one of {', '.join(sorted(RECORDING_STATUSES))}")
+    params.require("CallSid")
     event = {
         "type": "recording_status",
-        "call_sid": params.require("CallSid"),
-        "account_sid": params.first("AccountSid"),
-        "recording_sid": params.first("RecordingSid"),
-        "recording_url": params.first("RecordingUrl"),
+        "call_sid": _value(params, "CallSid"),
+        "account_sid": _value(params, "AccountSid"),
+        "recording_sid": _value(params, "RecordingSid"),
+        "recording_url": _value(params, "RecordingUrl", MAX_URL_CHARS),
         "recording_status": status,
-        "recording_duration": params.first("RecordingDuration"),
-        "error_code": params.first("ErrorCode"),
+        "recording_duration": _value(params, "RecordingDuration"),
+        "error_code": _value(params, "ErrorCode"),
         "received_at": _now(),
     }
-    return json.dumps(event)
+    return encode_event(event)
 
 
 def handle_voicemail(params: Params) -> InboundResult:
     """Thank the caller and hand the recording on."""
+    params.require("CallSid")
     event = {
         "type": "voicemail",
-        "from": params.first("From"),
-        "to": params.first("To"),
-        "call_sid": params.require("CallSid"),
-        "account_sid": params.first("AccountSid"),
-        "recording_url": params.first("RecordingUrl"),
-        "recording_sid": params.first("RecordingSid"),
-        "recording_duration": params.first("RecordingDuration"),
-        "digits": params.first("Digits"),
+        "from": _value(params, "From"),
+        "to": _value(params, "To"),
+        "call_sid": _value(params, "CallSid"),
+        "account_sid": _value(params, "AccountSid"),
+        "recording_url": _value(params, "RecordingUrl", MAX_URL_CHARS),
+        "recording_sid": _value(params, "RecordingSid"),
+        "recording_duration": _value(params, "RecordingDuration"),
+        "digits": _value(params, "Digits"),
         "received_at": _now(),
     }
-    return InboundResult(twiml.voicemail_saved(), json.dumps(event))
+    return InboundResult(twiml.voicemail_saved(), encode_event(event))

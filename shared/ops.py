@@ -16,12 +16,17 @@ Where: ``--connection-string`` (Azurite: ``UseDevelopmentStorage=true``), else `
 in with ``az login``: DefaultAzureCredential), else ``AzureWebJobsStorage`` from the environment or
 local.settings.json, as ``python -m shared.enqueue`` reads it. Every verb prints a table, or ``--json``.
 Listing reads the whole table across partitions (OData filter on status / time), never one partition.
+
+Every failure is one line on stderr (exit 2), within seconds: storage calls have short timeouts and few retries.
+What entries hold is shown inert: control characters (terminal escape sequences), bidi overrides and lone
+surrogates are printed as ``\x1b`` / ``\u202e`` escapes. Output cut off by the reader (``| head``) ends quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -52,6 +57,16 @@ _TWILIO_STATUSES = {"accepted", "scheduled", "queued", "sending", "delivered", "
                     "partially_delivered", "initiated", "ringing", "in-progress", "answered", "completed", "busy",
                     "no-answer"}
 _DURATION = re.compile(r"(\d+)([smhd])")
+_STATUS_WORD = re.compile(r"[A-Za-z][A-Za-z_-]{0,31}")  # ledger and Twilio statuses: claimed, in-progress, no-answer…
+MAX_KEYWORD_CHARS = 64
+EXIT_BROKEN_PIPE = 141          # as a tool killed by SIGPIPE: the reader (``| head``) stopped reading
+QUEUE_TIMEOUT_SECONDS = 5       # per queue request; the SDK's default retries would make "unreachable" take ~90 s
+QUEUE_RETRIES = 2
+# Shown escaped, never raw: C0/C1 controls (ESC starts a terminal escape sequence; U+009B is CSI on its own),
+# bidi overrides and isolates (they reorder what the operator reads), lone surrogates (no encoding can print them).
+_UNSAFE_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# The same, minus what json.dumps already escapes (C0, which it writes as \u00XX).
+_UNSAFE_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 class OpsError(RuntimeError):
@@ -121,12 +136,18 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     match = _DURATION.fullmatch(text.strip())
     if match:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match[2]]
-        return now - timedelta(**{unit: int(match[1])})
+        try:
+            return now - timedelta(**{unit: int(match[1])})
+        except (OverflowError, ValueError):  # further back than year 1, or more digits than int() reads
+            raise OpsError(f"time out of range: {text!r} reaches back before the year 1") from None
     try:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise OpsError(f"not a time: {text!r} (use 30m, 2h, 7d or ISO-8601 like 2030-01-01T09:00:00Z)") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    try:  # the query is sent in UTC: 0001-01-01T00:00:00+01:00 has no UTC time
+        return when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    except OverflowError:
+        raise OpsError(f"time out of range: {text!r} has no UTC time between the years 1 and 9999") from None
 
 
 # ---------------------------------------------------------------- output
@@ -142,7 +163,7 @@ class Output:
 
     def line(self, text: str = "") -> None:
         if not self.as_json:
-            print(text, file=self.out)
+            print(inert(text), file=self.out)
 
     def table(self, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
         if self.as_json:
@@ -158,8 +179,9 @@ class Output:
 
     def document(self, value: Any) -> None:
         if self.as_json:
-            json.dump(value, self.out, indent=2, default=_json_default, ensure_ascii=False)
-            print(file=self.out)
+            text = json.dumps(value, indent=2, default=_json_default, ensure_ascii=False)
+            # These can only stand inside JSON strings, where a \uXXXX escape means the same character.
+            print(_UNSAFE_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text), file=self.out)
 
     def progress(self, what: str, count: int) -> None:
         if count and count % PROGRESS_EVERY == 0:
@@ -171,8 +193,18 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-    text = str(value).replace("\n", " ")
+    text = inert(str(value).replace("\n", " "))
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def inert(text: str) -> str:
+    """``text`` safe to print on a terminal: controls, bidi overrides and lone surrogates as visible escapes."""
+    return _UNSAFE_TEXT.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def _json_default(value: Any) -> Any:
@@ -189,9 +221,13 @@ def _json_default(value: Any) -> Any:
 def connect(args: argparse.Namespace) -> None:
     """Point ``shared.storage`` at the account the operator named (flags, env, or local.settings.json)."""
     from . import config, storage
-    from .enqueue import load_local_settings
+    from .enqueue import LocalSettingsError, load_local_settings
 
-    load_local_settings()
+    _queues.clear()
+    try:
+        load_local_settings()
+    except LocalSettingsError as exc:
+        raise OpsError(str(exc)) from None
     if args.connection_string:
         os.environ["AzureWebJobsStorage"] = args.connection_string
     elif args.account_name:
@@ -209,6 +245,50 @@ def connect(args: argparse.Namespace) -> None:
     if not config.get_settings().storage_connection and not os.environ.get("AzureWebJobsStorage__accountName"):
         raise OpsError("no storage account: pass --connection-string or --account-name, or set AzureWebJobsStorage "
                        "(environment or local.settings.json)")
+    if config.get_settings().storage_connection:
+        source = "--connection-string" if args.connection_string else "AzureWebJobsStorage"
+        try:
+            conn = storage.connection_string()
+        except storage.StorageSettingError as exc:  # names the problem, never a value from the string
+            raise OpsError(f"{source} is malformed: {exc.problem} (the value is not shown)") from None
+        _check_connection_string(conn, source)
+
+
+def _check_connection_string(conn: str, source: str) -> None:
+    """Parse the connection string as both SDKs will, so a malformed one is one line now, not a traceback later.
+    The string itself is never shown: it may hold an account key."""
+    from azure.data.tables import TableServiceClient
+    from azure.storage.queue import QueueServiceClient
+
+    try:
+        TableServiceClient.from_connection_string(conn)
+        QueueServiceClient.from_connection_string(conn)
+    except (ValueError, TypeError) as exc:
+        raise OpsError(f"{source} is malformed: expected a storage connection string like UseDevelopmentStorage=true "
+                       "or DefaultEndpointsProtocol=https;AccountName=…;AccountKey=… "
+                       f"({type(exc).__name__}; the value is not shown)") from None
+
+
+# Queue clients of this run: short timeouts and few retries, as the table clients have (shared.storage).
+_queues: dict[str, Any] = {}
+
+
+def queue_client(name: str) -> Any:
+    """A ``QueueClient`` for ``name`` with bounded timeouts and retries, created once per run; the queue is created
+    if absent (as ``shared.storage.queue`` does)."""
+    from azure.core.exceptions import ResourceExistsError
+
+    from . import storage
+
+    client = _queues.get(name)
+    if client is None:
+        client = storage.short_lived_queue(name, timeout_seconds=QUEUE_TIMEOUT_SECONDS, retries=QUEUE_RETRIES)
+        try:
+            client.create_queue()
+        except ResourceExistsError:
+            pass
+        _queues[name] = client
+    return client
 
 
 def describe_storage_error(exc: BaseException) -> str:
@@ -295,6 +375,9 @@ def _time_filter(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
     clauses: list[str] = []
     params: dict[str, Any] = {}
     statuses = [s.strip() for s in args.status or [] if s.strip()]
+    for status in statuses:
+        if not _STATUS_WORD.fullmatch(status):
+            raise OpsError(f"not a status: {status[:40]!r} (a word such as claimed, unknown, failed, delivered)")
     if statuses:
         parts = []
         for i, status in enumerate(statuses):
@@ -393,9 +476,7 @@ def poison_queues(kind: str | None) -> list[tuple[Kind, str, str]]:
 
 def hold_dead_letters(poison_queue: str, out: Output) -> list[DeadLetter]:
     """Receive every message of ``poison_queue`` (hidden while held; :func:`release` shows them again)."""
-    from . import storage
-
-    client = storage.queue(poison_queue)
+    client = queue_client(poison_queue)
     held: list[DeadLetter] = []
     while True:
         batch = list(client.receive_messages(messages_per_page=32, max_messages=32,
@@ -415,16 +496,12 @@ def hold_dead_letters(poison_queue: str, out: Output) -> list[DeadLetter]:
 
 def release(letters: Iterable[DeadLetter]) -> None:
     """Make held dead letters visible again at once (they stay in the poison queue)."""
-    from . import storage
-
     for letter in letters:
-        storage.queue(letter.queue).update_message(letter.message_id, letter.pop_receipt, visibility_timeout=0)
+        queue_client(letter.queue).update_message(letter.message_id, letter.pop_receipt, visibility_timeout=0)
 
 
 def delete(letter: DeadLetter) -> None:
-    from . import storage
-
-    storage.queue(letter.queue).delete_message(letter.message_id, letter.pop_receipt)
+    queue_client(letter.queue).delete_message(letter.message_id, letter.pop_receipt)
 
 
 def _selected(letter: DeadLetter, args: argparse.Namespace) -> bool:
@@ -490,9 +567,13 @@ def plan_replay(kind: Kind, letter: DeadLetter) -> ReplayPlan:
         decoded = outbound.decode(str(letter.document["message"]))
         message = outbound.validate(kind, decoded.document, letter.send_id or None)
     except outbound.InvalidMessageError as exc:
-        return ReplayPlan("skip", f"invalid message ({exc.field}: {exc.reason})")
+        return ReplayPlan("skip", f"invalid message ({exc.reason})")
+    except UnicodeError:  # a hand-written entry: JSON's "\ud800" makes a lone surrogate, which no queue can carry
+        return ReplayPlan("skip", "the stored message holds a lone surrogate (not valid Unicode): fix it and enqueue "
+                                  "it again")
     document = dict(decoded.document)
-    document.setdefault("id", message.id)  # the id the ledger knows, even when it was the queue message id
+    if document.get("id") is None:  # absent or null: the id the ledger knows is the one the sender defaulted to
+        document["id"] = message.id
     text = outbound.encode(document, as_base64=decoded.was_base64)
     if optouts.is_opted_out(message.to):
         return ReplayPlan("skip", "recipient is still opted out (python -m shared.ops optouts remove)", to=message.to)
@@ -551,39 +632,18 @@ def poison_replay(args: argparse.Namespace, out: Output) -> int:
     handled: set[int] = set()
     try:
         for index, (kind, queue, letter) in enumerate(chosen):
-            plan = plan_replay(kind, letter)
-            entry = {**letter.view(), "queue": queue, "action": plan.action, "why": plan.why}
-            if plan.action == "needs_force":
-                try:
-                    plan.twilio = twilio_view(kind, plan, letter)
-                    entry["twilio"] = plan.twilio
-                except Exception as exc:  # noqa: BLE001 - shown, and then nothing is forced blind
-                    entry["twilio_error"] = _twilio_error(exc)
-                _print_twilio(out, letter, entry)
-                if "twilio_error" in entry:
-                    entry["result"] = "kept: Twilio could not be read, so it is not forced"
-                elif not getattr(plan.row, "sid", "") and probably_this_send(letter.send_id, entry):
-                    # In doubt, and Twilio holds a match nobody else owns: a forced replay would likely double it.
-                    sid = probably_this_send(letter.send_id, entry)
-                    entry["result"] = (f"kept: Twilio's {sid} matches this send and belongs to no other id, so it "
-                                       "was probably sent; not forced")
-                elif not args.force:
-                    entry["result"] = "kept: re-run with --force to send it again"
-                else:
-                    entry["result"] = "would force" if args.dry_run else "forced"
-            elif plan.action == "skip":
-                entry["result"] = f"kept: {plan.why}"
-            else:
-                entry["result"] = "would replay" if args.dry_run else "replayed"
-            go = entry["result"] in ("replayed", "forced")
-            if go:
-                if plan.action == "needs_force" and plan.row is not None:
-                    ledger.update(plan.row, status="failed", resendable=True, sid="", twilio_status="",
-                                  previous_sid=plan.row.sid or plan.row.fields.get("previous_sid", ""),
-                                  last_error=f"operator forced a replay (was {plan.row.status}: {plan.why})"[:1000])
-                storage.queue(queue).send_message(plan.text, time_to_live=-1)
-                delete(letter)
-                handled.add(index)
+            entry: dict[str, Any] = {**letter.view(), "queue": queue, "action": "skip", "why": ""}
+            try:
+                if _replay_one(kind, queue, letter, entry, args, out):
+                    handled.add(index)
+            except ledger.LedgerConflictError:
+                # A status callback or a worker changed the row after it was read: what was decided may be stale.
+                entry["result"] = ("kept: its ledger row changed while replaying (a status callback?); "
+                                   "run replay again to decide on what it says now")
+            except Exception as exc:  # noqa: BLE001 - one bad entry is reported; the batch goes on
+                if storage.is_storage_error(exc) or isinstance(exc, BrokenPipeError):
+                    raise  # storage failing, or nobody reading: the whole run ends (held entries are released)
+                entry["result"] = f"kept: could not replay it ({_twilio_error(exc)})"
             results.append(entry)
     finally:
         release([letter for i, (_, _, letter) in enumerate(chosen) if i not in handled])
@@ -593,6 +653,46 @@ def poison_replay(args: argparse.Namespace, out: Output) -> int:
              (" (dry run: nothing changed)" if args.dry_run else ""))
     out.document({"dry_run": args.dry_run, "replayed": done, "entries": results})
     return EXIT_OK
+
+
+def _replay_one(kind: Kind, queue: str, letter: DeadLetter, entry: dict[str, Any], args: argparse.Namespace,
+                out: Output) -> bool:
+    """Decide on one dead letter, fill in ``entry``, and (unless a dry run) put it back; True when put back."""
+    from . import ledger
+
+    plan = plan_replay(kind, letter)
+    entry.update(action=plan.action, why=plan.why)
+    if plan.action == "needs_force":
+        try:
+            plan.twilio = twilio_view(kind, plan, letter)
+            entry["twilio"] = plan.twilio
+        except Exception as exc:  # noqa: BLE001 - shown, and then nothing is forced blind
+            entry["twilio_error"] = _twilio_error(exc)
+        _print_twilio(out, letter, entry)
+        if "twilio_error" in entry:
+            entry["result"] = "kept: Twilio could not be read, so it is not forced"
+        elif not getattr(plan.row, "sid", "") and probably_this_send(letter.send_id, entry):
+            # In doubt, and Twilio holds a match nobody else owns: a forced replay would likely double it.
+            sid = probably_this_send(letter.send_id, entry)
+            entry["result"] = (f"kept: Twilio's {sid} matches this send and belongs to no other id, so it "
+                               "was probably sent; not forced")
+        elif not args.force:
+            entry["result"] = "kept: re-run with --force to send it again"
+        else:
+            entry["result"] = "would force" if args.dry_run else "forced"
+    elif plan.action == "skip":
+        entry["result"] = f"kept: {plan.why}"
+    else:
+        entry["result"] = "would replay" if args.dry_run else "replayed"
+    if entry["result"] not in ("replayed", "forced"):
+        return False
+    if plan.action == "needs_force" and plan.row is not None:
+        ledger.update(plan.row, status="failed", resendable=True, sid="", twilio_status="",
+                      previous_sid=plan.row.sid or plan.row.fields.get("previous_sid", ""),
+                      last_error=f"operator forced a replay (was {plan.row.status}: {plan.why})"[:1000])
+    queue_client(queue).send_message(plan.text, time_to_live=-1)
+    delete(letter)
+    return True
 
 
 def _twilio_error(exc: BaseException) -> str:
@@ -656,10 +756,14 @@ def poison_purge(args: argparse.Namespace, out: Output, ask: Callable[[str], str
 
 
 def _address(number: str) -> str:
-    plain = number[len("whatsapp:"):] if number.startswith("whatsapp:") else number
+    prefix = "whatsapp:"
+    if number[:len(prefix)].lower() == prefix:  # WhatsApp:+1… is the same address as whatsapp:+1…
+        plain, address = number[len(prefix):], prefix + number[len(prefix):]
+    else:
+        plain = address = number
     if not E164.fullmatch(plain):
         raise OpsError(f"not an E.164 number: {number!r} (like +14155550100, or whatsapp:+14155550100)")
-    return number
+    return address
 
 
 def optouts_list(args: argparse.Namespace, out: Output) -> int:
@@ -678,8 +782,11 @@ def optouts_add(args: argparse.Namespace, out: Output) -> int:
     from . import optouts
 
     number = _address(args.number)
+    keyword = args.keyword.strip().upper() or "OPS"
+    if len(keyword) > MAX_KEYWORD_CHARS:
+        raise OpsError(f"--keyword of {len(keyword)} characters is over {MAX_KEYWORD_CHARS}")
     already = optouts.is_opted_out(number)
-    optouts.record_optout(number, args.keyword.strip().upper() or "OPS")
+    optouts.record_optout(number, keyword)
     out.line(f"{number} {'was already' if already else 'is now'} opted out")
     out.document({"number": number, "opted_out": True, "changed": not already})
     return EXIT_OK
@@ -721,8 +828,53 @@ def migrate_layout(args: argparse.Namespace, out: Output) -> int:
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None,
          ask: Callable[[str], str] | None = None) -> int:
+    try:
+        return _main(argv, stdout or sys.stdout, stderr or sys.stderr, ask)
+    except BrokenPipeError:
+        # The reader went away (``ops … | head``): stop quietly, as a tool killed by SIGPIPE does; held dead
+        # letters were released on the way out. Point stdout at /dev/null so the exit-time flush cannot fail again.
+        if (stdout or sys.stdout) is sys.stdout:
+            _detach_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+_NULL_HANDLER = logging.NullHandler()
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _undecodable_argument(args: argparse.Namespace) -> str | None:
+    """The first argument holding bytes that are not UTF-8 (``$'\\xff'``: Python keeps them as lone surrogates, which
+    no request can carry), named; None when every argument is text."""
+    for name, value in vars(args).items():
+        for item in value if isinstance(value, list) else [value]:
+            bad = _LONE_SURROGATE.search(item) if isinstance(item, str) else None
+            if bad:
+                code = ord(bad.group())
+                shown = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+                label = {"id": "id", "number": "number", "ids": "--id"}.get(name, "--" + name.replace("_", "-"))
+                return f"{label} is not valid UTF-8 text ({shown})"
+    return None
+
+
+def _detach_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (stdout replaced): nothing to flush later anyway
+        pass
+
+
+def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO, ask: Callable[[str], str] | None) -> int:
     args = _parser().parse_args(argv)
-    out = Output(args.json, stdout or sys.stdout, stderr or sys.stderr)
+    out = Output(args.json, stdout, stderr)
+    undecodable = _undecodable_argument(args)
+    if undecodable:
+        print(f"ops: {undecodable}", file=out.err)
+        return EXIT_USAGE
+    # Without logging configured, Python prints library warnings on stderr (azure-core's "Unable to stream
+    # download." per retry); the CLI's answer is its own one line. Handlers configured by a caller still get them.
+    logging.getLogger("azure").addHandler(_NULL_HANDLER)
     handlers: dict[tuple[str, str], Callable[[argparse.Namespace, Output], int]] = {
         ("sends", "show"): sends_show, ("sends", "list"): sends_list,
         ("poison", "list"): poison_list, ("poison", "replay"): poison_replay,
@@ -734,9 +886,11 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
 
     try:
         connect(args)
-        return handlers[(args.verb, args.action)](args, out)
+        code = handlers[(args.verb, args.action)](args, out)
+        out.out.flush()  # a reader that went away (| head) is found here, inside the try, not at exit
+        return code
     except OpsError as exc:
-        print(f"ops: {exc}", file=out.err)
+        print(f"ops: {inert(str(exc))}", file=out.err)
     except AzureError as exc:
         print(f"ops: {describe_storage_error(exc)}", file=out.err)
     except KeyboardInterrupt:

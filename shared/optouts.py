@@ -25,6 +25,7 @@ LEGACY_PARTITION = "optout"  # the layout before the spread: every opt-out in on
 PARTITIONS = 256  # part of the stored layout (see shared/ledger.py for why 256)
 # An address as the send path validates it: E.164, optionally as a WhatsApp address. Full match only.
 _ADDRESS = re.compile(r"(whatsapp:)?\+[1-9][0-9]{1,14}")
+WHATSAPP_PREFIX = "whatsapp:"
 
 
 class InvalidAddressError(ValueError):
@@ -37,7 +38,11 @@ class InvalidAddressError(ValueError):
 
 def address_key(address: str) -> str:
     """The one RowKey for an address: the address itself when it is canonical (full match, nothing around it),
-    else :class:`InvalidAddressError`. Recording and checking both go through here, so they cannot disagree."""
+    else :class:`InvalidAddressError`. Recording and checking both go through here, so they cannot disagree.
+    The ``whatsapp:`` prefix is matched in any case (``WhatsApp:+1…`` is the same address) and keyed in lower case,
+    as sends write it."""
+    if address[:len(WHATSAPP_PREFIX)].lower() == WHATSAPP_PREFIX:
+        address = WHATSAPP_PREFIX + address[len(WHATSAPP_PREFIX):]
     if _ADDRESS.fullmatch(address) is None:
         raise InvalidAddressError(address)
     return address

@@ -54,6 +54,9 @@ VOICE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 # Lone surrogates: JSON's "\ud800" escape makes them, but no UTF-8 request (Twilio, Storage) can carry them.
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# Control characters (C0, DEL, C1): never part of a URL (RFC 3986 has them percent-encoded). urlsplit drops some
+# (tab, CR, LF) and keeps the rest, so "https://ex.com/a\x00.png" would reach Twilio as something else.
+URL_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 COMMON_FIELDS = frozenset({"id", "to", "from", "send_at", "priority", "campaign"})
 PRIORITIES = ("normal", "high")
@@ -497,6 +500,9 @@ def _https_url(name: str, value: Any) -> str:
     _unicode(name, value)
     if len(value) > MAX_URL_CHARS:
         raise InvalidMessageError(name, f"URL of {len(value)} chars > {MAX_URL_CHARS}")
+    control = URL_CONTROL.search(value)
+    if control:
+        raise InvalidMessageError(name, f"not an https URL: contains control character U+{ord(control.group()):04X}")
     try:
         parts = urlsplit(value)
     except ValueError:

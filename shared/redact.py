@@ -14,8 +14,16 @@ import logging
 import re
 from typing import Any
 
-# A number as E.164 (+…), URL-encoded (%2B…, %252B… twice) or as a bare run of 10-15 digits standing alone.
-_NUMBER = re.compile(r"(?P<prefix>\+|%2[Bb]|%252[Bb])(?P<digits>\d{7,15})(?!\d)|(?<![\w.])(?P<bare>\d{10,15})(?![\w.])")
+# Machine ids whose hex may hold a long run of decimal digits by chance (~1 in 10 random 32-hex ids holds a run of
+# 10+): Twilio SIDs (``SM`` + 32 hex), 32+ hex ids and hashes (uuid4().hex, sha256), dashed UUIDs. Kept whole, so
+# they stay readable; a chosen trade-off: a phone number hidden inside a pure-hex token of 32+ is not masked.
+_MACHINE_ID = (r"(?P<keep>(?<![0-9A-Za-z])(?:[A-Z]{2}[0-9a-fA-F]{32}|[0-9a-fA-F]{32,}"
+               r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})(?![0-9A-Za-z]))")
+# A number as E.164 (+…), URL-encoded (%2B…, %252B… twice) or as a bare run of 10-15 digits wherever it stands
+# (``reminder_14155550100``, ``id.14155550100.2``, ``x14155550100``): ids carry numbers. Timestamps, durations and
+# sizes have shorter runs (``2030-01-01T09:00:00.1234567Z``, ``250 ms``) and are left alone.
+_NUMBER = re.compile(_MACHINE_ID + r"|(?P<prefix>\+|%2[Bb]|%252[Bb])(?P<digits>\d{7,15})(?!\d)"
+                     r"|(?<!\d)(?P<bare>\d{10,15})(?!\d)")
 # azure-core logs every request and response (URL, headers) at INFO: numbers in Table keys, and a CPU cost.
 QUIET_LOGGERS = ("azure.core.pipeline.policies.http_logging_policy",)
 _INSTALLED_MARK = "_switchboard_masks_numbers"
@@ -33,6 +41,8 @@ def mask_number(number: str | None) -> str:
 
 
 def _masked(match: re.Match[str]) -> str:
+    if match.group("keep"):
+        return match.group("keep")
     if match.group("bare"):
         return mask_number(match.group("bare"))
     digits = match.group("digits")

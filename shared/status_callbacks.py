@@ -33,6 +33,11 @@ class SidMismatchRejected(WebhookRejected):
 
 
 RESOURCE_SID = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")  # SM…/MM… (messages), CA… (calls)
+# What a callback writes into the ledger row is bounded before it reaches the table (a string property holds at
+# most 64 KiB; a longer value would fail the write, which answers 503 and makes Twilio retry for ever): a status is
+# one of Twilio's status words (queued, in-progress, partially_delivered…), an ErrorCode Twilio's numeric code.
+TWILIO_STATUS = re.compile(r"[A-Za-z][A-Za-z_-]{0,31}")
+ERROR_CODE = re.compile(r"[0-9]{1,10}")
 
 
 def handle(kind: Kind, query: Params, params: Params) -> None:
@@ -46,10 +51,14 @@ def handle(kind: Kind, query: Params, params: Params) -> None:
     status = params.first(status_field) or params.first("SmsStatus")
     if not status:
         raise MalformedRequestError(f"missing parameter {status_field}")
+    if not matches(TWILIO_STATUS, status.strip()):
+        raise MalformedRequestError(f"{status_field} is not a Twilio status (1-32 letters, '-' or '_')")
     sid = params.first("MessageSid") or params.first("SmsSid") if kind == "sms" else params.first("CallSid")
     if sid and not matches(RESOURCE_SID, sid):  # it becomes a table key (the SID index)
         raise MalformedRequestError("the SID is not a Twilio SID (2 letters + 32 hex digits)")
     error_code = params.first("ErrorCode")
+    if error_code and not matches(ERROR_CODE, error_code):
+        raise MalformedRequestError("ErrorCode is not a Twilio error code (1-10 digits)")
     try:
         row = ledger.apply_callback(kind, ident, status, sid=sid, error_code=error_code)
     except ledger.UnknownSendError:

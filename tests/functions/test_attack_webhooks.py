@@ -9,10 +9,12 @@ RequestValidator (tests/twilio_signing.py).
 from __future__ import annotations
 
 import json
+import uuid
 from urllib.parse import quote, urlencode
 
 import pytest
 
+from shared import optouts
 from shared.webhooks import Params
 from tests.conftest import http_request, signed_form_request
 from tests.twilio_signing import PUBLIC_BASE_URL, TEST_AUTH_TOKEN, TEST_SHARED_KEY, form_body, sign_form, sign_json
@@ -341,3 +343,124 @@ def test_recording_status_outside_twilios_values_is_400_and_queues_nothing(call_
     params = {"CallSid": CALL["CallSid"], "RecordingStatus": status}
     response, inbound = call_function("status_recording", signed_form_request("/api/status/recording", params))
     assert response.status_code == 400 and inbound.get() is None
+
+
+# ---------------------------------------------------------------- issue 27: WhatsApp opt-outs (item 4)
+
+def _new_number() -> str:
+    return f"+1415{uuid.uuid4().int % 10 ** 7:07d}"  # Azurite's opt-out table is shared by the whole session
+
+
+@pytest.mark.parametrize("body", ["STOP" + " " * 200, "\n" * 300 + "stop", "Stop!" + "\u200b" * 170 + " \t" * 50],
+                         ids=["trailing spaces", "leading newlines", "zero-width and tabs"])
+def test_a_whatsapp_stop_padded_past_160_characters_opts_the_address_out(azurite, call_function, body):
+    address = "whatsapp:" + _new_number()
+    params = {**SMS, "From": address, "To": "whatsapp:+15005550006", "Body": body}
+    response, inbound = call_function("sms", signed_form_request("/api/sms", params))
+    assert response.status_code == 200
+    assert optouts.is_opted_out(address)
+    assert b"no more WhatsApp messages" in response.get_body()
+    assert json.loads(inbound.get())["keyword"] == "STOP"
+
+
+def test_a_stop_from_a_capitalised_whatsapp_prefix_stops_whatsapp_sends_to_that_number(outbound_env, call_function):
+    from shared import sender
+
+    number = _new_number()
+    params = {**SMS, "From": "WhatsApp:" + number, "To": "whatsapp:+15005550006", "Body": "STOP"}
+    assert call_function("sms", signed_form_request("/api/sms", params))[0].status_code == 200
+    assert optouts.is_opted_out("whatsapp:" + number)
+    outcome = sender.process("sms", json.dumps({"to": "whatsapp:" + number, "body": "hi"}), "q-" + uuid.uuid4().hex, 1)
+    assert outcome.code == "opted_out" and outbound_env.created() == []
+
+
+# ---------------------------------------------------------------- issue 27: what an event or a table row can hold (5)
+
+EMOJI = "\U0001F600"
+AMPERSAND_URL = "https://api.twilio.com/m?" + "&" * 2000  # 2025 chars; each & is 5 bytes once XML-escaped
+TOO_LARGE = {
+    "sms body of 20000 emoji": ("sms", "/api/sms", {**SMS, "Body": EMOJI * 20_000}, "Body"),
+    "sms body of 1601 units": ("sms", "/api/sms", {**SMS, "Body": "a" * 1601}, "Body of 1601 UTF-16 units"),
+    "whatsapp body of 4097 units": ("sms", "/api/sms", {**SMS, "From": "whatsapp:+14155552345",
+                                                         "Body": EMOJI * 2048 + "a"}, "Body of 4097"),
+    "media url of 100000 chars": ("sms", "/api/sms", {**SMS, "NumMedia": "1",
+                                                      "MediaUrl0": "https://api.twilio.com/" + "a" * 100_000},
+                                  "MediaUrl0"),
+    "ten media urls of ampersands": ("sms", "/api/sms", {**SMS, "NumMedia": "10",
+                                                         **{f"MediaUrl{i}": AMPERSAND_URL for i in range(10)}},
+                                     "queue limit"),
+    "profile name of 40000 chars": ("sms", "/api/sms", {**SMS, "From": "whatsapp:+14155552345",
+                                                        "ProfileName": "n" * 40_000}, "ProfileName"),
+    "recording url of 100000 chars": ("status_recording", "/api/status/recording",
+                                      {"CallSid": CALL["CallSid"], "RecordingStatus": "completed",
+                                       "RecordingUrl": "https://api.twilio.com/" + "a" * 100_000}, "RecordingUrl"),
+    "voicemail recording url of 100000 chars": ("voice_recorded", "/api/voice/recorded",
+                                                {**CALL, "RecordingUrl": "https://api.twilio.com/" + "a" * 100_000},
+                                                "RecordingUrl"),
+}
+
+
+@pytest.mark.parametrize("case", list(TOO_LARGE))
+def test_a_signed_request_whose_event_cannot_fit_a_queue_message_is_refused_413_and_queues_nothing(call_function,
+                                                                                                  case):
+    route, path, params, named = TOO_LARGE[case]
+    response, inbound = call_function(route, signed_form_request(path, params))
+    assert response.status_code == 413, response.get_body()
+    assert named.encode() in response.get_body() and inbound.get() is None
+
+
+@pytest.mark.parametrize("params", [{**SMS, "Body": EMOJI * 800},
+                                    {**SMS, "From": "whatsapp:+14155552345", "Body": EMOJI * 2048},
+                                    {**SMS, "NumMedia": "10", **{f"MediaUrl{i}": "https://api.twilio.com/" + "m" * 2000
+                                                                 for i in range(10)}}],
+                         ids=["sms of 1600 units of emoji", "whatsapp of 4096 units of emoji", "ten 2 KB media urls"])
+def test_the_largest_messages_twilio_delivers_are_queued_within_the_64_kib_limit(call_function, params):
+    response, inbound = call_function("sms", signed_form_request("/api/sms", params))
+    assert response.status_code == 200
+    event = inbound.get()
+    assert len(event.encode("utf-8")) <= 64 * 1024 and json.loads(event)["body"] == params["Body"]
+
+
+def test_the_local_host_answers_413_not_500_for_an_sms_too_big_for_the_inbound_queue(standin_http):
+    import requests
+
+    params = {**SMS, "Body": EMOJI * 20_000}  # 80 KB of UTF-8, 240 KB once JSON-escaped
+    headers = {"Content-Type": FORM, "X-Twilio-Signature": sign_form(PUBLIC_BASE_URL + "/api/sms", params)}
+    response = requests.post(standin_http.base_url + "/api/sms", data=form_body(params), headers=headers, timeout=30)
+    assert response.status_code == 413, response.text
+
+
+def test_an_inbound_stop_whose_message_sid_cannot_be_stored_is_refused_413_and_records_nothing(azurite,
+                                                                                              call_function):
+    number = _new_number()
+    params = {**SMS, "From": number, "Body": "STOP", "MessageSid": "SM" + "d" * 40_000}
+    response, inbound = call_function("sms", signed_form_request("/api/sms", params))
+    assert response.status_code == 413 and inbound.get() is None
+    assert not optouts.is_opted_out(number)
+
+
+@pytest.mark.parametrize("field, value", [("ErrorCode", "3" * 40_000), ("ErrorCode", "30003; drop"),
+                                          ("ErrorCode", "abc"), ("MessageStatus", "d" * 40_000),
+                                          ("MessageStatus", "delivered\x00")],
+                         ids=["40000-digit error code", "error code with text", "letters", "40000-char status",
+                              "status with NUL"])
+def test_a_status_callback_value_that_cannot_be_stored_is_refused_400_and_the_row_kept(azurite, call_function,
+                                                                                      field, value):
+    from shared import ledger
+
+    ident = f"cb-{uuid.uuid4().hex[:12]}"
+    sid = "SM" + uuid.uuid4().hex  # this id's own message (a SID the index holds for another id is a 409)
+    ledger.insert_if_absent("sms", ident, status="sent", attempts=1)
+    params = {"MessageSid": sid, "MessageStatus": "undelivered", field: value}
+    response, _ = call_function("status_message", signed_form_request("/api/status/message", params,
+                                                                      query=f"id={ident}"))
+    assert response.status_code == 400, response.get_body()
+    assert field.encode() in response.get_body()
+    row = ledger.get("sms", ident)
+    assert row.status == "sent" and not row.fields.get("error_code")
+
+    params = {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+    response, _ = call_function("status_message", signed_form_request("/api/status/message", params,
+                                                                      query=f"id={ident}"))
+    assert response.status_code == 204
+    assert ledger.get("sms", ident).fields["error_code"] == "30003"

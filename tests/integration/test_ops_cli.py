@@ -338,3 +338,206 @@ def test_optouts_add_list_remove_round_trip(azurite: Any) -> None:
 def test_optouts_refuses_what_is_not_an_e164_address(azurite: Any, number: str) -> None:
     code, _, err = run("optouts", "add", number)
     assert code == ops.EXIT_USAGE and "not an E.164 number" in err
+
+
+# ---------------------------------------------------------------- issue 27: replay keeps ids, never stops a batch
+
+
+def run_strict(*argv: str) -> tuple[int, str, str]:
+    """Run the CLI with a stdout that encodes as a real terminal does (UTF-8, strict): what cannot be printed fails."""
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="\n")
+    err = io.StringIO()
+    code = ops.main(list(argv), stdout=out, stderr=err, ask=lambda _: "")
+    out.flush()
+    return code, raw.getvalue().decode("utf-8"), err.getvalue()
+
+
+def hand_written(ident: str, message: str, code: str = "transient_exhausted") -> None:
+    """A dead letter as an operator might have written it by hand into the poison queue."""
+    document = {"error": {"code": code, "reason": "hand-written", "id": ident, "kind": "sms"}, "message": message}
+    storage.queue(sms_queue() + "-poison").send_message(json.dumps(document))  # ASCII: "\ud800" stays an escape
+
+
+def test_poison_replay_keeps_the_ledger_key_of_a_null_id(outbound_env: Any) -> None:
+    queue_message_id = f"queue-msg-{uuid.uuid4().hex[:8]}"
+    outbound_env.fail_next("429")
+    outcome = sender.process("sms", json.dumps({"id": None, "to": TO, "body": "null id"}), queue_message_id, 5)
+    assert outcome.id == queue_message_id and outcome.result == "dead_lettered"
+
+    assert run_json("poison", "replay")["replayed"] == 1
+    [queued] = drain(sms_queue())
+    assert json.loads(queued)["id"] == queue_message_id
+    assert sender.process("sms", queued, "another-queue-message-id").result == "sent"
+    assert ledger.get("sms", queue_message_id).status == "sent"
+    assert ledger.get("sms", "another-queue-message-id") is None
+
+
+def test_a_forced_replay_racing_a_ledger_update_is_reported_and_the_rest_of_the_batch_replayed(
+        outbound_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    raced, fine = f"race-{uuid.uuid4().hex[:8]}", f"fine-{uuid.uuid4().hex[:8]}"
+    assert sender.process("sms", sms(raced), "q-race").result == "sent"
+    hand_written(raced, sms(raced), code="duplicate_in_flight")  # reached Twilio: needs --force
+    dead_letter(outbound_env, fine, "429")  # never reached Twilio: replayed as is
+    original_view = ops.twilio_view
+
+    def view_then_a_status_callback_lands(kind: Any, plan: Any, letter: Any) -> Any:
+        found = original_view(kind, plan, letter)
+        if letter.send_id == raced:  # while the operator looks at Twilio, the row moves on
+            ledger.apply_callback("sms", raced, "delivered")
+        return found
+
+    monkeypatch.setattr(ops, "twilio_view", view_then_a_status_callback_lands)
+    code, out, err = run_strict("poison", "replay", "--force")
+    assert code == 0, err
+    assert "Traceback" not in err
+    results = {line.split()[1]: line for line in out.splitlines() if line.startswith(sms_queue())}
+    assert "kept: its ledger row changed while replaying" in results[raced]
+    assert "replayed" in results[fine]
+    assert "1 of 2 dead letter(s) put back" in out
+    assert [json.loads(t)["id"] for t in drain(sms_queue())] == [fine]
+    assert ledger.get("sms", raced).status == "delivered"  # the callback's word stands; nothing forced over it
+    assert [e["id"] for e in run_json("poison", "list")["entries"]] == [raced]
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry run", "replay"])
+def test_poison_replay_reports_entries_holding_lone_surrogates_and_goes_on_with_the_rest(
+        outbound_env: Any, dry_run: bool) -> None:
+    fine = f"fine-{uuid.uuid4().hex[:8]}"
+    dead_letter(outbound_env, fine, "429")
+    hand_written("bad-body", json.dumps({"id": "bad-body", "to": TO, "body": "x\ud800"}, ensure_ascii=False))
+    hand_written("bad-\udc00id", "{broken")
+
+    code, out, err = run_strict("poison", "replay", *(["--dry-run"] if dry_run else []))
+    assert code == 0, err
+    lines = {line.split()[1]: line for line in out.splitlines() if line.startswith(sms_queue())}
+    assert "kept: the stored message holds a lone surrogate" in lines["bad-body"]
+    assert "kept: invalid message" in lines["bad-\\udc00id"]  # shown as an escape, not a crash
+    assert ("would replay" if dry_run else "replayed") in lines[fine]
+    assert [json.loads(t)["id"] for t in drain(sms_queue())] == ([] if dry_run else [fine])
+    assert poison_count() == (3 if dry_run else 2)
+
+
+# ---------------------------------------------------------------- issue 27: one line for every bad input
+
+
+@pytest.mark.parametrize("flag, when", [("--since", "999999999d"), ("--since", "9" * 30 + "s"),
+                                        ("--until", "99999999999999999999999h"),
+                                        ("--since", "0001-01-01T00:00:00+01:00"),
+                                        ("--until", "9999-12-31T23:59:59-01:00")])
+def test_a_time_filter_outside_the_years_1_to_9999_is_one_line_not_an_overflow(azurite: Any, flag: str,
+                                                                               when: str) -> None:
+    code, out, err = run("sends", "list", flag, when)
+    assert code == ops.EXIT_USAGE and out == ""
+    assert err.startswith("ops: time out of range") and err.count("\n") == 1
+
+
+# Opt-out tests share one Azurite: a number no other test texts, so a refusal that failed cannot block their sends.
+UNUSED_NUMBER = f"+1415{uuid.uuid4().int % 10 ** 7:07d}"
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["sends", "list", "--status", "\udcff"], "--status"), (["sends", "list", "--since", "2h\udcff"], "--since"),
+    (["sends", "show", "a\udcffb"], "id"), (["optouts", "add", UNUSED_NUMBER, "--keyword", "\udcff"], "--keyword"),
+    (["poison", "purge", "--reason", "\udcff", "--yes"], "--reason"), (["poison", "replay", "--id", "\udcff"], "--id"),
+], ids=["status", "since", "show id", "keyword", "reason", "replay id"])
+def test_bytes_that_are_not_utf8_on_the_command_line_are_one_line_naming_the_argument(azurite: Any,
+                                                                                       argv: list[str],
+                                                                                       named: str) -> None:
+    code, out, err = run(*argv)  # as `ops sends list --status $'\xff'` arrives: a lone surrogate
+    assert code == ops.EXIT_USAGE and out == ""
+    assert err == f"ops: {named} is not valid UTF-8 text (byte 0xff)\n"
+
+
+@pytest.mark.parametrize("argv, problem", [(["sends", "list", "--status", "x" * 100_000], "not a status"),
+                                           (["sends", "list", "--status", "failed) or (1 eq 1"], "not a status"),
+                                           (["optouts", "add", UNUSED_NUMBER, "--keyword", "k" * 70_000],
+                                            "--keyword of 70000 characters is over 64")],
+                         ids=["status of 100000 chars", "status with OData", "keyword of 70000 chars"])
+def test_a_filter_or_keyword_no_row_can_hold_is_refused_in_one_line(azurite: Any, argv: list[str],
+                                                                    problem: str) -> None:
+    code, out, err = run(*argv)
+    assert code == ops.EXIT_USAGE and out == ""
+    assert err.startswith("ops: ") and problem in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("verb", [("sends", "list"), ("poison", "list"), ("optouts", "list")])
+@pytest.mark.parametrize("setting", ["not a connection string", "DefaultEndpointsProtocol=http;;;===;",
+                                     "AccountKey=secretkeyvalue;;=="])
+def test_a_malformed_connection_string_is_one_line_that_never_echoes_it(verb: tuple[str, str], setting: str) -> None:
+    code, out, err = run(*verb, "--connection-string", setting)
+    assert code == ops.EXIT_USAGE and out == ""
+    assert err.startswith("ops: --connection-string is malformed") and err.count("\n") == 1
+    assert "secretkeyvalue" not in err and setting not in err
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ("[]", 'must be a JSON object with "Values", not an array'),
+    ('{"Values": ["AzureWebJobsStorage"]}', '"Values" must be an object of settings, not an array'),
+], ids=["an array", "Values a list"])
+def test_a_local_settings_file_of_the_wrong_shape_is_one_line(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                              content: str, problem: str) -> None:
+    (tmp_path / "local.settings.json").write_text(content)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run("sends", "list")
+    assert code == ops.EXIT_USAGE and out == ""
+    assert err.startswith("ops: ") and "local.settings.json" in err and problem in err and err.count("\n") == 1
+
+
+def _ops_process(argv: list[str], storage_setting: str, **options: Any) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AzureWebJobsStorage")}
+    env.update(AzureWebJobsStorage=storage_setting, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "shared.ops", *argv], env=env, cwd=ROOT / "tests", text=True,
+                          **options)
+
+
+def test_poison_list_with_storage_down_answers_in_one_line_within_seconds() -> None:
+    from tests.peers.ports import free_port
+
+    port = free_port()  # nothing listens there
+    setting = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=bm9uZQ==;"
+               f"QueueEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+               f"TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
+    # Bounded: with the queue SDK's default retries this took 82-120 s.
+    done = _ops_process(["poison", "list"], setting, capture_output=True, timeout=30)
+    assert done.returncode == ops.EXIT_USAGE and done.stdout == ""
+    assert done.stderr.startswith("ops: storage unreachable") and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["optouts", "list"], ["poison", "list", "--json"], ["sends", "list"]])
+def test_output_cut_off_by_the_reader_ends_quietly(azurite: Any, unique_queues: dict[str, str],
+                                                   argv: list[str]) -> None:
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `ops … | head` once head has stopped reading: every write fails with EPIPE
+    try:
+        done = _ops_process(argv, azurite.connection_string, stdout=write_end, stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""  # no BrokenPipeError traceback, no "Exception ignored" at exit
+    assert done.returncode == ops.EXIT_BROKEN_PIPE
+
+
+def test_poison_list_renders_terminal_escapes_from_entries_inert(azurite: Any, unique_queues: dict[str, str]) -> None:
+    hostile = "\x1b]0;owned\x07\x1b[2J\x9b31m\u202eevil\x85"
+    hand_written("esc-\x1b[31mred", "{broken", code="invalid_message")
+    storage.queue(sms_queue() + "-poison").send_message(json.dumps(
+        {"error": {"code": "invalid_message", "reason": hostile, "id": "esc-2", "kind": "sms"}, "message": "x"}))
+
+    code, out, _ = run("poison", "list")
+    assert code == 0
+    assert not any(ch in out for ch in "\x1b\x07\x9b\u202e\x85")
+    assert "esc-\\x1b[31mred" in out and "\\x1b]0;owned\\x07" in out and "\\u202eevil" in out
+
+    code, out, _ = run("poison", "list", "--json")
+    assert code == 0 and not any(ch in out for ch in "\x1b\x07\x9b\u202e\x85")
+    assert {e["id"] for e in json.loads(out)["entries"]} == {"esc-\x1b[31mred", "esc-2"}  # JSON keeps the value
+
+
+def test_optouts_add_of_a_capitalised_whatsapp_prefix_opts_out_the_whatsapp_address(azurite: Any) -> None:
+    number = f"+1415{uuid.uuid4().int % 10 ** 7:07d}"
+    assert run_json("optouts", "add", "WhatsApp:" + number)["number"] == "whatsapp:" + number
+    assert optouts.is_opted_out("whatsapp:" + number) and not optouts.is_opted_out(number)

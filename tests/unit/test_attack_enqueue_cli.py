@@ -131,6 +131,18 @@ REFUSED: list[tuple[str, list[str], str]] = [
      "voicemail: must be 1-4000 chars"),
     ("voicemail whose TwiML is too long", ["call", "--to", TO, "--say", "x", "--machine-detection", "--voicemail",
                                            "&" * 900], "voicemail: TwiML built from it is over"),
+    # issue 27: an empty id is refused, not replaced; no control character anywhere in a URL
+    ("empty id", ["sms", "--to", TO, "--id", "", "--body", "x"], "id: must be 1-128"),
+    ("media with NUL", ["sms", "--to", TO, "--media-url", "https://ex.com/a\x00.png"],
+     "media_urls[0]: not an https URL: contains control character U+0000"),
+    ("media with BEL", ["sms", "--to", TO, "--media-url", "https://ex.com/a\x07.png"], "control character U+0007"),
+    ("media with ESC", ["sms", "--to", TO, "--media-url", "https://ex.com/\x1b[2J.png"], "control character U+001B"),
+    ("media with DEL", ["sms", "--to", TO, "--media-url", "https://ex.com/a\x7f.png"], "control character U+007F"),
+    ("media with C1 CSI", ["sms", "--to", TO, "--media-url", "https://ex.com/a\x9b.png"], "control character U+009B"),
+    ("media with NUL in the host", ["sms", "--to", TO, "--media-url", "https://ex.com\x00.evil/a.png"],
+     "media_urls[0]: not an https URL: contains control character U+0000"),
+    ("call url with NUL", ["call", "--to", TO, "--url", "https://ex.com/t\x00"],
+     "url: not an https URL: contains control character U+0000"),
 ]
 
 
@@ -198,3 +210,22 @@ def test_cli_with_malformed_storage_setting_prints_one_line_and_exits_2(setting:
     assert done.stderr.splitlines() == [done.stderr.strip()]
     assert done.stderr.startswith("AzureWebJobsStorage is malformed")
     assert "Traceback" not in done.stderr and "secretkeyvalue" not in done.stderr
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ("[]", 'must be a JSON object with "Values", not an array'),
+    ('"UseDevelopmentStorage=true"', "must be a JSON object"),
+    ('{"Values": []}', '"Values" must be an object of settings, not an array'),
+    ('{"Values": "AzureWebJobsStorage=x"}', '"Values" must be an object of settings, not a string'),
+    ("{not json", "not valid JSON"),
+], ids=["an array", "a string", "Values a list", "Values a string", "not JSON"])
+def test_a_local_settings_file_of_the_wrong_shape_is_one_line_naming_the_file_exit_2(
+        tmp_path: Path, monkeypatch: Any, capsys: Any, content: str, problem: str) -> None:
+    (tmp_path / "local.settings.json").write_text(content)
+    monkeypatch.chdir(tmp_path)
+    touched: list[str] = []
+    monkeypatch.setattr("shared.storage.short_lived_queue", lambda name, **_: touched.append(name))
+    assert enqueue.main(["sms", "--to", TO, "--body", "x"]) == enqueue.EXIT_INVALID
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path / "local.settings.json") in err and problem in err
+    assert touched == []
