@@ -12,13 +12,18 @@ How (one budget for all instances, on Table storage, table ``pacing``):
   ``ceil(R / SHARD_MPS)`` shards, each a row on its own spread partition holding R/shards, so no partition takes
   more than ~``SHARD_MPS`` writes/s even at a short code's 100 MPS. A message reads two random shards and uses the
   one that is free sooner (two choices keep shards even).
-- A shard row keeps ``next_free``: when its next segment may go out. A message costing ``n`` segments whose slot
-  (``max(now, next_free)``) is within the lead is submitted now and moves ``next_free`` by ``n / rate``. Otherwise
-  it is not submitted: it is put back on our queue, invisible until about its turn (``tail``, the expected slot
-  of the last message sent back, moves by ``n / rate`` so waiting messages wake spread out, not all at once), and
-  asks again then. Every change is one etag-guarded MERGE; a lost race re-reads.
-- ``priority: high`` (one-time codes, alerts) is submitted at once and pushes ``next_free`` back by its cost, so
-  the normal messages behind it yield: it waits behind at most the lead's worth of segments in Twilio's queue.
+- A shard row keeps ``next_free``: when its next segment may go out. A message costing ``n`` segments takes the
+  slot ``max(now, next_free)`` and moves ``next_free`` by ``n / rate`` (one etag-guarded MERGE; a lost race
+  re-reads). A slot within the lead (``NORMAL_SHARE`` of it) is submitted now. A later slot is *reserved*: a
+  ticket row (``ticket-xx``, RowKey = the id) holds it, and the message goes back on our queue with ``send_at`` =
+  its slot less the lead, invisible until then; when it comes back (a ``send_at`` is what makes the pacer look for
+  a ticket: one read, only for such messages) it is submitted at once. So a campaign keeps its order, and Twilio's
+  queue holds about the lead. Every submission also moves the shard's ``horizon`` (how far Twilio's queue
+  reaches), and nothing is submitted past ``now + lead``: a message that comes back late (a busy host) waits a
+  moment more rather than arrive in a burst.
+- ``priority: high`` (one-time codes, alerts) never waits for a slot: it is submitted at once and moves
+  ``next_free``, so it waits in Twilio's queue behind at most the lead's worth of a campaign's segments (the rest
+  of the campaign is still in our queue), and later arrivals queue behind it.
 - Nothing is dropped: a message sent back comes back. No thread waits for a slot.
 
 Segments are counted as Twilio counts them (:func:`segments`): GSM-7 160 per message or 153 per part of a long
@@ -41,6 +46,7 @@ from .config import InvalidSettingError
 TABLE = "pacing"
 CANCELLATIONS = "cancellations"
 SHARD_MPS = 10.0          # the most one shard row (one partition) paces
+NORMAL_SHARE = 0.75       # normal messages fill this share of the lead; the rest is room for high priority
 MAX_SHARDS = 64
 MAX_TRIES = 8             # re-reads after lost races before giving up for this delivery (it is retried)
 # Messages per second by sender type when SENDER_RATES does not name the sender (Twilio's documented defaults
@@ -116,11 +122,14 @@ def segments(body: str | None, *, media: int = 0, whatsapp: bool = False, templa
 
 @dataclass(frozen=True)
 class Slot:
-    """The pacer's answer: submit now, or come back in ``wait_seconds`` (nothing reserved meanwhile)."""
+    """The pacer's answer: submit now, or come back at ``not_before`` (epoch seconds) holding the slot reserved
+    at ``slot`` (``reserved``), or come back in ``wait_seconds`` and ask again (a high message whose reserve is
+    momentarily used up)."""
 
     submit: bool
     wait_seconds: float = 0.0
-    shard: int = 0
+    reserved: bool = False
+    not_before: float = 0.0
 
 
 def shard_count(rate: float) -> int:
@@ -130,34 +139,84 @@ def shard_count(rate: float) -> int:
 def _row_key(sender: str, shard: int) -> tuple[str, str]:
     from .ledger import partition_key
 
-    key = f"{sender}#{shard}"
+    key = f"{sender}_{shard}"  # no # / \\ ? in a table key
     return partition_key("pace", key), key
 
 
-def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, high: bool = False,
-              now: float | None = None) -> Slot:
-    """Ask for ``cost`` segments of ``sender``'s rate (see the module docstring for the rules)."""
+def _ticket_key(ident: str) -> tuple[str, str]:
+    from .ledger import partition_key
+
+    return partition_key("ticket", ident), ident
+
+
+def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, ident: str, high: bool = False,
+              returning: bool = False, now: float | None = None) -> Slot:
+    """Ask for ``cost`` segments of ``sender``'s rate for message ``ident`` (see the module docstring).
+    ``returning``: the message carries a ``send_at`` (ours, when the pacer sent it back), so it may hold a ticket."""
+    ahead = lead_seconds if high else lead_seconds * NORMAL_SHARE
     shards = shard_count(rate)
     shard_rate = rate / shards
-    picks = random.sample(range(shards), 2) if shards > 1 else [0]
+    step = cost / shard_rate
+    ticket = _read_ticket(ident) if returning else None
+    if ticket is not None:
+        picks = [int(ticket.get("shard", 0) or 0) % shards]
+    else:
+        picks = random.sample(range(shards), 2) if shards > 1 else [0]
     rows = {shard: _read(sender, shard) for shard in picks}
-    shard = min(picks, key=lambda s: float((rows[s] or {}).get("next_free", 0.0) or 0.0))
+    shard = min(picks, key=lambda s: _value(rows[s], "next_free"))
     row = rows[shard]
     for _ in range(MAX_TRIES):
         moment = time.time() if now is None else now
-        next_free = float((row or {}).get("next_free", 0.0) or 0.0)
-        tail = float((row or {}).get("tail", 0.0) or 0.0)
-        slot = max(moment, next_free)
-        step = cost / shard_rate
-        if high or slot <= moment + lead_seconds:
-            values, decision = {"next_free": slot + step}, Slot(True, shard=shard)
+        next_free, horizon = _value(row, "next_free"), _value(row, "horizon")
+        # Twilio's queue holds what was submitted beyond now: never more than the lead (high) or its share.
+        room = max(moment, horizon) + step <= moment + ahead + step * 0.5
+        values: dict[str, float] = {}
+        if ticket is not None:
+            turn = float(ticket.get("slot", 0.0) or 0.0) - ahead
+            if turn <= moment + 1.0 and room:  # its reserved turn (visibility counts whole seconds)
+                values, decision = {"horizon": max(moment, horizon) + step}, Slot(True)
+            else:
+                wait = max(turn - moment, horizon - ahead - moment, 1.0)
+                return Slot(False, wait, reserved=True, not_before=max(turn, moment + wait))
+        elif high:
+            if not room:  # the reserve is used up for a moment: ask again shortly, ahead of the queue
+                return Slot(False, max(1.0, horizon - ahead - moment))
+            values = {"horizon": max(moment, horizon) + step, "next_free": max(moment, next_free) + step}
+            decision = Slot(True)
         else:
-            base = max(tail, slot)
-            values, decision = {"tail": base + step}, Slot(False, max(1.0, base - lead_seconds - moment), shard)
+            slot = max(moment, next_free)
+            if slot <= moment + ahead and room:
+                values = {"next_free": slot + step, "horizon": max(moment, horizon) + step}
+                decision = Slot(True)
+            else:
+                slot = max(slot, horizon)
+                values = {"next_free": slot + step}
+                decision = Slot(False, max(1.0, slot - ahead - moment), reserved=True, not_before=slot - ahead)
         if _write(sender, shard, row, values):
+            if decision.reserved:
+                _write_ticket(ident, decision.not_before + ahead, shard)
             return decision
         row = _read(sender, shard)
     raise PacingBusyError(f"pacing: {MAX_TRIES} lost races for one shard of a sender; retrying later")
+
+
+def _value(row: Any, name: str) -> float:
+    return float((row or {}).get(name, 0.0) or 0.0)
+
+
+def _read_ticket(ident: str) -> Any:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    partition, key = _ticket_key(ident)
+    try:
+        return storage.table(TABLE).get_entity(partition_key=partition, row_key=key)
+    except ResourceNotFoundError:
+        return None
+
+
+def _write_ticket(ident: str, slot: float, shard: int) -> None:
+    partition, key = _ticket_key(ident)
+    storage.table(TABLE).upsert_entity({"PartitionKey": partition, "RowKey": key, "slot": slot, "shard": shard})
 
 
 def _read(sender: str, shard: int) -> Any:

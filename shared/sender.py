@@ -214,13 +214,15 @@ def _requeue(d: _Delivery, message: OutboundMessage, seconds: float,
 
 def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str | None]) -> Outcome:
     digest = outbound.content_hash(message)
+    # Pacing first: a message that must wait costs only its pacing round trips; the checks below run when its
+    # turn comes, so a STOP or a cancel recorded while it waited still applies.
+    paced = _pace(d, message, sender)
+    if paced is not None:
+        return paced
     if optouts.is_opted_out(message.to):
         return _refuse(d, message, "opted_out", "recipient opted out (STOP)", last_error="recipient opted out")
     if message.campaign and pacing.campaign_cancelled(message.campaign):
         return _cancel(d, message, f"campaign {message.campaign} was cancelled")
-    paced = _pace(d, message, sender)
-    if paced is not None:
-        return paced
     held = _guardrails(d, message)
     if held is not None:
         return held
@@ -288,12 +290,18 @@ def _pace(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str 
                            template=bool(message.content_sid))
     try:
         slot = pacing.take_slot(key, cost, rate=rate, lead_seconds=max(0.0, settings.pacing_lead_seconds),
-                                high=message.priority == "high")
+                                ident=message.id, high=message.priority == "high",
+                                returning=message.send_at is not None)
     except pacing.PacingBusyError as exc:
         raise RetryLaterError(str(exc)) from None
     if slot.submit:
         return None
-    hop = _requeue(d, message, slot.wait_seconds)
+    decoded = outbound.decode(d.body)
+    if slot.reserved:  # back with send_at = its turn: then the pacer finds its ticket instead of queueing again
+        turn = datetime.fromtimestamp(slot.not_before, timezone.utc)
+        if message.send_at is None or message.send_at < turn:
+            decoded = outbound.Decoded({**decoded.document, "send_at": turn.isoformat()}, decoded.was_base64)
+    hop = _requeue(d, message, slot.wait_seconds, decoded)
     _log(d.kind, message.id, message.to, "deferred",
          f"{PACED}: sender {mask_number(key)} at {rate:g}/s, {cost} segment(s), back in {hop} s")
     return Outcome(d.kind, message.id, "deferred", reason=f"{PACED}: requeued for {hop} s", code=PACED)
