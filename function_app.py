@@ -37,6 +37,11 @@ def voice_menu(req: func.HttpRequest) -> func.HttpResponse:
     return _response(routes.voice_menu(_request(req)))
 
 
+@app.route(route="voice/node", methods=["POST"])
+def voice_node(req: func.HttpRequest) -> func.HttpResponse:
+    return _response(routes.voice_node(_request(req)))
+
+
 @app.route(route="voice/recorded", methods=["POST"])
 @app.queue_output(**INBOUND)
 def voice_recorded(req: func.HttpRequest, inbound: func.Out[str]) -> func.HttpResponse:

@@ -33,7 +33,7 @@ class _FuncStyleFormatter(logging.Formatter):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__.split("\n\n")[0].replace("``", ""))
     parser.add_argument("--port", "-p", type=int, help="HTTP port (default: Host.LocalHttpPort, else 7071)")
     parser.add_argument("--script-root", default=".", help="folder holding function_app.py (default: .)")
     args = parser.parse_args(argv)

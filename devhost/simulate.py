@@ -8,18 +8,23 @@ is printed as what the caller would hear or the sender would get back.
     python -m devhost.simulate sms "look" --media https://example.com/cat.jpg
     python -m devhost.simulate call                        a call: walks the IVR, asking for each key press
     python -m devhost.simulate call --digits 2,            non-interactive: press 2, then no input
+    python -m devhost.simulate call --script 9,say:one     a path through any flow file, unattended (fails if
+                                                           the call ends before the script does)
     python -m devhost.simulate voicemail                   a recorded voicemail arriving
     python -m devhost.simulate status message --id ID --status delivered
 
 Settings: ``--token`` / ``--public-url`` / ``--base-url``, else ``TWILIO_AUTH_TOKEN`` / ``PUBLIC_BASE_URL``
 from the environment, else local.settings.json ``Values``. Requests go to ``--base-url`` (default: the public
-URL), so against a deployed app give its ``PUBLIC_BASE_URL`` and auth token and nothing else.
+URL), so against a deployed app give its ``PUBLIC_BASE_URL`` and auth token and nothing else. A
+``PUBLIC_BASE_URL`` left at ``http://localhost:7071`` means the local stack: the host of the ``make run`` running
+in this folder (or ``LOCAL_HTTP_PORT``), named in one line on stderr. Options go before or after the scenario.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import uuid
 import xml.etree.ElementTree as ET
@@ -29,6 +34,8 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from twilio.request_validator import RequestValidator
+
+from shared import localstack
 
 from .settings import LocalSettingsError, read_local_settings
 
@@ -69,10 +76,17 @@ class Target:
 # ---------------------------------------------------------------- reading TwiML aloud
 
 
+_WAITS_FOR_CALLER = {"Gather": "if the caller presses nothing:", "Record": "if nothing is recorded:"}
+
+
 def describe(element: ET.Element, indent: str = "  ") -> list[str]:
     """What each verb of a TwiML document does, one line each, in the order Twilio runs them."""
     lines = []
-    for verb in element:
+    for position, verb in enumerate(element):
+        if position and element[position - 1].tag in _WAITS_FOR_CALLER:
+            # Twilio goes on past a Gather / Record only when the caller gives nothing: say so, not as if it ran.
+            lines.append(f"{indent}{_WAITS_FOR_CALLER[element[position - 1].tag]}")
+            indent += "  "
         text = (verb.text or "").strip()
         tag = verb.tag
         if tag == "Say":
@@ -83,7 +97,8 @@ def describe(element: ET.Element, indent: str = "  ") -> list[str]:
         elif tag == "Pause":
             lines.append(f"{indent}pauses {verb.get('length', '1')} s")
         elif tag == "Gather":
-            lines.append(f"{indent}waits for {verb.get('numDigits', 'any number of')} key press(es) "
+            words = " or words" if "speech" in (verb.get("input") or "").split() else ""
+            lines.append(f"{indent}waits for {verb.get('numDigits', 'any number of')} key press(es){words} "
                          f"-> {verb.get('method', 'POST')} {verb.get('action', '(this URL)')}")
             lines += describe(verb, indent + "  ")
         elif tag == "Record":
@@ -94,6 +109,8 @@ def describe(element: ET.Element, indent: str = "  ") -> list[str]:
             lines.append(f"{indent}dials: {number}")
         elif tag == "Redirect":
             lines.append(f"{indent}redirects -> {verb.get('method', 'POST')} {text}")
+        elif tag == "Enqueue":
+            lines.append(f"{indent}waits in the call queue: {text}")
         elif tag == "Hangup":
             lines.append(f"{indent}hangs up")
         elif tag == "Reject":
@@ -164,6 +181,10 @@ def call(target: Target, sender: str, to: str, next_digits: Callable[[], str], o
         step = _next_step(document, public, next_digits, recording_url, out)
         if step is None:
             out("call ended")
+            if isinstance(next_digits, Script) and any(next_digits.left):  # trailing "no input" is no answer
+                out(f"script: the call ended with {len(next_digits.left)} step(s) unplayed: "
+                    f"{','.join(next_digits.left)}")
+                return EXIT_REJECTED
             return 0
         method, public, extra = step
     raise SimulatorError(f"the call did not end after {MAX_STEPS} requests (a redirect loop?)")
@@ -178,6 +199,11 @@ def _next_step(document: ET.Element, current: str, next_digits: Callable[[], str
             return verb.get("method", "POST").upper(), urljoin(current, (verb.text or "").strip()), {}
         if verb.tag == "Gather":
             digits = next_digits()
+            if digits.startswith(SAY_PREFIX):
+                words = digits[len(SAY_PREFIX):].strip()
+                out(f'caller says: "{words}"')
+                return verb.get("method", "POST").upper(), urljoin(current, verb.get("action") or current), {
+                    "SpeechResult": words, "Confidence": "0.9"}
             if digits:
                 out(f"caller presses: {digits}")
                 return verb.get("method", "POST").upper(), urljoin(current, verb.get("action") or current), {
@@ -185,6 +211,9 @@ def _next_step(document: ET.Element, current: str, next_digits: Callable[[], str
             out("caller presses nothing")
             if verb.get("actionOnEmptyResult") == "true":
                 return verb.get("method", "POST").upper(), urljoin(current, verb.get("action") or current), {}
+            continue
+        if verb.tag == "Dial":
+            out("the dialled call ends (the simulator connects nobody); Twilio goes on with the next verb")
             continue
         if verb.tag == "Record":
             out(f"caller leaves a message ({recording_url})")
@@ -212,7 +241,8 @@ def status(target: Target, kind: str, send_id: str, state: str, sid: str, sender
         params = {"MessageSid": sid or "SM" + uuid.uuid4().hex, "MessageStatus": state, "SmsStatus": state}
     else:
         params = {"CallSid": sid or "CA" + uuid.uuid4().hex, "CallStatus": state, "CallDuration": "12"}
-    params.update({"AccountSid": target.account_sid, "From": sender, "To": to, "ApiVersion": "2010-04-01"})
+    # A status callback is about a send of the app's: From is the app's number, To the recipient.
+    params.update({"AccountSid": target.account_sid, "From": to, "To": sender, "ApiVersion": "2010-04-01"})
     # Encoded as Twilio writes the callback URL, so the URL signed is the URL sent (an id with a space, '#', '%' or
     # non-ASCII would otherwise be re-encoded or cut by the HTTP client after signing: a 403 for a bad signature).
     public = f"{target.public_url}/api/status/{kind}?id={quote(send_id, safe='')}"
@@ -232,26 +262,39 @@ def _guess_type(url: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m devhost.simulate", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m devhost.simulate", description=_plain(__doc__.split("\n\n")[0]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("--base-url", help="where to send requests (default: the public URL)")
-    parser.add_argument("--public-url", help="the app's PUBLIC_BASE_URL, which signatures cover")
-    parser.add_argument("--token", help="Twilio auth token to sign with (default: TWILIO_AUTH_TOKEN)")
-    parser.add_argument("--from", dest="sender", default=DEFAULT_FROM, help=f"caller / sender (default {DEFAULT_FROM})")
-    parser.add_argument("--to", help="the app's number (default: TWILIO_FROM_NUMBER)")
+                                     epilog=_plain("\n\n".join(__doc__.split("\n\n")[1:])))
+
+    def where(target: argparse.ArgumentParser, default: object) -> None:
+        # The same options on the top level and on each scenario; a scenario's only overrides what it was given.
+        target.add_argument("--base-url", default=default, help="where to send requests (default: the public URL)")
+        target.add_argument("--public-url", default=default, help="the app's PUBLIC_BASE_URL, which signatures cover")
+        target.add_argument("--token", default=default,
+                            help="Twilio auth token to sign with (default: TWILIO_AUTH_TOKEN)")
+        target.add_argument("--from", dest="sender", default=DEFAULT_FROM if default is None else default,
+                            help=f"caller / sender; for status, the recipient (default {DEFAULT_FROM})")
+        target.add_argument("--to", default=default, help="the app's number (default: TWILIO_FROM_NUMBER)")
+
+    where(parser, None)
+    shared = argparse.ArgumentParser(add_help=False)
+    where(shared, argparse.SUPPRESS)
     kinds = parser.add_subparsers(dest="kind", required=True)
-    sms_cmd = kinds.add_parser("sms", help="an inbound SMS (try STOP, START, HELP)")
+    sms_cmd = kinds.add_parser("sms", parents=[shared], help="an inbound SMS (try STOP, START, HELP)")
     sms_cmd.add_argument("body")
     sms_cmd.add_argument("--media", action="append", default=[], help="media URL (repeatable: MMS)")
-    call_cmd = kinds.add_parser("call", help="an incoming call, walking the IVR")
-    call_cmd.add_argument("--digits", help="keys to press at each menu, comma-separated; empty = no input "
-                                           "(default: ask on the terminal)")
+    call_cmd = kinds.add_parser("call", parents=[shared], help="an incoming call, walking the IVR")
+    answers = call_cmd.add_mutually_exclusive_group()
+    answers.add_argument("--digits", help="keys to press at each menu, comma-separated; empty = no input "
+                                          "(default: ask on the terminal)")
+    answers.add_argument("--script", type=Script.parse, help="a path to play unattended, one answer per gather, "
+                         "comma-separated: keys (1, 0, #, 123), say:WORDS for speech, empty for no input; the "
+                         "call must not end with answers left (exit 1)")
     call_cmd.add_argument("--recording-url", default="https://api.twilio.com/2010-04-01/Recordings/RE-simulated")
-    mail = kinds.add_parser("voicemail", help="a recorded voicemail arriving")
+    mail = kinds.add_parser("voicemail", parents=[shared], help="a recorded voicemail arriving")
     mail.add_argument("--recording-url", default="https://api.twilio.com/2010-04-01/Recordings/RE-simulated")
     mail.add_argument("--duration", type=int, default=7)
-    status_cmd = kinds.add_parser("status", help="a status callback for a send")
+    status_cmd = kinds.add_parser("status", parents=[shared], help="a status callback for a send")
     status_cmd.add_argument("which", choices=["message", "call"])
     status_cmd.add_argument("--id", required=True, help="the send's id (what shared.enqueue printed)")
     status_cmd.add_argument("--status", required=True, help="e.g. delivered, failed, completed, busy")
@@ -259,8 +302,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _plain(text: str) -> str:
+    """Docstring text for --help: without reStructuredText's double backticks."""
+    return text.replace("``", "")
+
+
 def _setting(name: str, values: dict) -> str:
     return os.environ.get(name) or str(values.get(name) or "")
+
+
+SAY_PREFIX = "say:"
+_KEYS = re.compile(r"[0-9*#]{1,32}")
+
+
+class Script:
+    """``--script 1,say:reception,#``: the answers to give, one per ``<Gather>``, in order; what is left when the
+    call ends is reported (the path did not go as written)."""
+
+    def __init__(self, steps: Sequence[str]) -> None:
+        self.left = list(steps)
+
+    @classmethod
+    def parse(cls, spec: str) -> "Script":
+        steps = [step.strip() for step in spec.split(",")]
+        for step in steps:
+            if step and not step.startswith(SAY_PREFIX) and not _KEYS.fullmatch(step):
+                raise argparse.ArgumentTypeError(f"{step[:40]!r} is neither keys (0-9 * #), say:WORDS nor empty")
+        return cls(steps)
+
+    def __call__(self) -> str:
+        return self.left.pop(0) if self.left else ""
 
 
 def _digit_source(spec: str | None) -> Callable[[], str]:
@@ -304,7 +375,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     token = args.token or _setting("TWILIO_AUTH_TOKEN", values)
-    public = (args.public_url or _setting("PUBLIC_BASE_URL", values) or "http://localhost:7071").rstrip("/")
+    public = (args.public_url or _setting("PUBLIC_BASE_URL", values) or localstack.LOCAL_PUBLIC_URL).rstrip("/")
+    if not args.public_url and public == localstack.LOCAL_PUBLIC_URL:  # the local stack, wherever it runs
+        try:
+            stack = localstack.find(os.environ)
+        except localstack.PortSettingError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        public = stack.public_url()
+        print(stack.describe(["http"]), file=sys.stderr, flush=True)
     if not token:
         print("no auth token: pass --token or set TWILIO_AUTH_TOKEN (environment or local.settings.json)",
               file=sys.stderr)
@@ -320,7 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.kind == "sms":
             return sms(target, args.body, args.sender, to, args.media, out)
         if args.kind == "call":
-            return call(target, args.sender, to, _digit_source(args.digits), out, args.recording_url)
+            answers = args.script if args.script is not None else _digit_source(args.digits)
+            return call(target, args.sender, to, answers, out, args.recording_url)
         if args.kind == "voicemail":
             return voicemail(target, args.sender, to, args.recording_url, args.duration, out)
         return status(target, args.which, args.id, args.status, args.sid, args.sender, to, out)

@@ -46,6 +46,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("VOICE_GREETING", "Hello from Azure!", doc="said when a call comes in"),
     Setting("SMS_AUTO_REPLY", doc="reply to ordinary inbound SMS; empty = no reply"),
     Setting("FORWARD_TO_NUMBER", doc="menu option 0 dials this number; empty = option off"),
+    Setting("FLOWS_FILE", "flows.json",
+            doc="the phone menu and SMS keyword file (shared/flows.py): absolute, or relative to function_app.py"),
     Setting("SECRET_CACHE_SECONDS", "300", doc="how long secrets are cached in process"),
     Setting("TWILIO_HTTP_TIMEOUT_SECONDS", "10", doc="timeout of every Twilio REST request"),
     Setting("RECONCILE_SETTLE_SECONDS", "60",
@@ -126,6 +128,7 @@ class Settings:
     pacing: str = "on"
     sender_rates: str = ""
     pacing_lead_seconds: float = 2.0
+    flows_file: str = "flows.json"
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def require(self, name: str) -> str:
@@ -183,6 +186,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         pacing=_read(env, "PACING").lower(),
         sender_rates=_read(env, "SENDER_RATES"),
         pacing_lead_seconds=_number(env, "PACING_LEAD_SECONDS"),
+        flows_file=_read(env, "FLOWS_FILE"),
         raw={s.name: _read(env, s.name) for s in SETTINGS if not s.secret},
     )
 

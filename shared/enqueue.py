@@ -9,15 +9,16 @@ other systems. A bad message is refused here (exit 2, the reason on stderr) inst
                                   [--timeout S] [--machine-detection [--voicemail TEXT]]
 
 Settings (``AzureWebJobsStorage``, ``SMS_QUEUE``, ``CALL_QUEUE``) come from the environment, else from
-``local.settings.json`` ("Values") in the current directory or the app's root. Prints the message id (the
-ledger key). ``--at`` makes the message invisible until then (at most 7 days a hop; the function requeues the
-rest). ``--base64`` encodes the message for producers that insist on it; the function accepts both.
+``local.settings.json`` ("Values") in the current directory or the app's root. ``UseDevelopmentStorage=true`` is
+the local stack: the Azurite of the ``make run`` running in this folder (or ``AZURITE_QUEUE_PORT``), named in one
+line on stderr. Prints the message id (the ledger key). ``--at`` makes the message invisible until then (at most
+7 days a hop; the function requeues the rest). ``--base64`` encodes the message for producers that insist on it;
+the function accepts both.
 
 A recipient outside ``ALLOWED_DESTINATIONS`` (README, Guardrails) is refused here too, naming its region.
 
 Exit codes: 0 enqueued; 2 the message or a setting is invalid, or the destination is not allowed (stderr names the
-rule; nothing enqueued);
-3 storage could not be reached (one line on stderr within seconds; try again).
+rule; nothing enqueued); 3 storage could not be reached (one line on stderr within seconds; try again).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ EXIT_STORAGE = 3
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m shared.enqueue", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m shared.enqueue", description=_plain(__doc__.split("\n\n")[0]),
+                                     epilog=_plain("\n\n".join(__doc__.split("\n\n")[1:])),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = parser.add_subparsers(dest="kind", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--to", required=True,
@@ -70,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="detect answering machines (asynchronous AMD; AnsweredBy goes on the ledger row)")
     call.add_argument("--voicemail", help="with --machine-detection: text said after the beep when a machine answers")
     return parser
+
+
+def _plain(text: str) -> str:
+    """Docstring text for --help: without reStructuredText's double backticks."""
+    return text.replace("``", "")
 
 
 def build_message(args: argparse.Namespace) -> dict[str, Any]:
@@ -159,9 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LocalSettingsError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
-    from . import config, destinations, storage
+    from . import config, destinations, localstack, storage
     from .sender import queue_name_for
 
+    try:  # UseDevelopmentStorage=true means the running make run's Azurite, on whatever port it is
+        localstack.use_local_stack(os.environ, prog="", services=["queue"])
+    except localstack.PortSettingError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
     config.reset_settings()
     try:  # the function would dead-letter it as destination_not_allowed: refuse it here instead
         destinations.check_allowed(message.to, config.get_settings().allowed_destinations)

@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from . import APP_NAME, optouts, twiml
+from . import APP_NAME, flows, optouts, twiml
 from .redact import mask_number
 from .throttled_log import log_throttled
 from .webhooks import MalformedRequestError, Params, WebhookRejected
@@ -194,6 +194,8 @@ def handle_sms(params: Params, auto_reply: str = "", reply_interval: str = "") -
         log.info("opt-out cleared for %s (%s)", mask_number(sender), keyword)
     elif keyword in HELP:
         reply = HELP_TEXT
+    else:
+        reply = flows.keyword_reply(body, auto_reply)  # the flow file's keywords, else SMS_AUTO_REPLY
     limited = bool(reply) and not confirms_opt_out and _reply_limited(sender, reply_interval)
     if limited:
         reply = ""

@@ -7,14 +7,17 @@ Twilio, or may have, is never re-sent without ``--force`` and a look at what Twi
     python -m shared.ops sends show ID [--kind sms|call]
     python -m shared.ops sends list [--status S ...] [--kind K] [--since 2h|ISO] [--until ISO] [--limit N]
     python -m shared.ops poison list [--kind K] [--reason CODE] [--limit N]
+    python -m shared.ops poison show ID [--kind K]
     python -m shared.ops poison replay [--kind K] [--reason CODE] [--id ID ...] [--dry-run] [--force]
     python -m shared.ops poison purge [--kind K] [--reason CODE] [--id ID ...] [--dry-run] [--yes]
     python -m shared.ops optouts list | add NUMBER [--keyword K] | remove NUMBER
+    python -m shared.ops inbound [--limit N] [--take]
     python -m shared.ops migrate-layout [--dry-run]
 
 Where: ``--connection-string`` (Azurite: ``UseDevelopmentStorage=true``), else ``--account-name`` (Azure, signed
 in with ``az login``: DefaultAzureCredential), else ``AzureWebJobsStorage`` from the environment or
-local.settings.json, as ``python -m shared.enqueue`` reads it. Every verb prints a table, or ``--json``.
+local.settings.json, as ``python -m shared.enqueue`` reads it (``UseDevelopmentStorage=true``: the Azurite of the
+``make run`` running in this folder, named in one line on stderr). Every verb prints a table, or ``--json``.
 Listing reads the whole table across partitions (OData filter on status / time), never one partition.
 
 Every failure is one line on stderr (exit 2), within seconds: storage calls have short timeouts and few retries.
@@ -57,6 +60,8 @@ STATUS_MEANINGS = {
 _TWILIO_STATUSES = {"accepted", "scheduled", "queued", "sending", "delivered", "undelivered", "canceled", "read",
                     "partially_delivered", "initiated", "ringing", "in-progress", "answered", "completed", "busy",
                     "no-answer"}
+# What ``sends list --status`` accepts: a status a row can hold (ours, then Twilio's).
+KNOWN_STATUSES = tuple(STATUS_MEANINGS) + tuple(sorted(_TWILIO_STATUSES - set(STATUS_MEANINGS)))
 _DURATION = re.compile(r"(\d+)([smhd])")
 _STATUS_WORD = re.compile(r"[A-Za-z][A-Za-z_-]{0,31}")  # ledger and Twilio statuses: claimed, in-progress, no-answer…
 MAX_KEYWORD_CHARS = 64
@@ -86,15 +91,19 @@ def _parser() -> argparse.ArgumentParser:
     kind = argparse.ArgumentParser(add_help=False)
     kind.add_argument("--kind", choices=KINDS, help="sms or call (default: both)")
 
-    parser = argparse.ArgumentParser(prog="python -m shared.ops", description=__doc__.split("\n\n")[0])
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{sends,poison,optouts,migrate-layout}")
+    parser = argparse.ArgumentParser(prog="python -m shared.ops", description=_plain(__doc__.split("\n\n")[0]),
+                                     epilog=_plain("\n\n".join(__doc__.split("\n\n")[1:])),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = parser.add_subparsers(dest="verb", required=True,
+                                  metavar="{sends,poison,optouts,inbound,migrate-layout}")
 
     sends = verbs.add_parser("sends", help="the sends ledger: one row per outbound id").add_subparsers(
         dest="action", required=True)
     show = sends.add_parser("show", parents=[common, kind], help="one send: its row and what it means")
     show.add_argument("id", help="the send id (the queue message's id)")
     listing = sends.add_parser("list", parents=[common, kind], help="sends filtered by status and time")
-    listing.add_argument("--status", action="append", help="ledger status (repeatable): claimed, unknown, failed…")
+    listing.add_argument("--status", action="append",
+                         help="status (repeatable): " + ", ".join(STATUS_MEANINGS) + ", or Twilio's (delivered…)")
     listing.add_argument("--since", help="changed at or after: a duration back from now (30m, 2h, 7d) or ISO-8601")
     listing.add_argument("--until", help="changed before: a duration back from now or ISO-8601")
     listing.add_argument("--limit", type=int, default=200, help="print at most N rows (default 200)")
@@ -111,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     select.add_argument("--id", dest="ids", action="append", help="only the dead letter(s) of this send id")
     plist = poison.add_parser("list", parents=[common, kind, select], help="counts by reason, then entries")
     plist.add_argument("--limit", type=int, default=100, help="print at most N entries (default 100)")
+    pshow = poison.add_parser("show", parents=[common, kind],
+                              help="a send's dead letter(s) whole: the reason, what to do, the original message")
+    pshow.add_argument("id", help="the send id")
     replay = poison.add_parser("replay", parents=[common, kind, select],
                                help="put resendable dead letters back on their queue, with their original id")
     replay.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
@@ -128,6 +140,14 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--keyword", default="OPS", help="recorded as the keyword (default OPS)")
     remove = optouts.add_parser("remove", parents=[common], help="opt an address back in")
     remove.add_argument("number", help="E.164 number or whatsapp:+E164")
+
+    inbound = verbs.add_parser("inbound", parents=[common],
+                               help="the inbound queue (INBOUND_QUEUE): SMS, WhatsApp and voicemail events, oldest "
+                                    "first (numbers masked in the table; --json prints the events as queued)")
+    inbound.add_argument("--limit", type=int, default=32, help="show at most N events (default 32)")
+    inbound.add_argument("--take", action="store_true",
+                         help="remove what is shown from the queue, as a consumer would (default: only look)")
+    inbound.set_defaults(action="list")
 
     migrate = verbs.add_parser("migrate-layout", parents=[common],
                                help="move rows of the one-partition layout to spread partitions (idempotent)")
@@ -177,7 +197,8 @@ class Output:
         if not rows:
             print("(none)", file=self.out)
             return
-        cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+        last = len(columns) - 1  # the last column is printed whole: a reason or advice cut short misleads
+        cells = [[_cell(r.get(c), whole=i == last) for i, c in enumerate(columns)] for r in rows]
         widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
         print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(), file=self.out)
         for row in cells:
@@ -194,13 +215,18 @@ class Output:
             print(f"… {count} {what} read", file=self.err, flush=True)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, whole: bool = False) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
     text = inert(str(value).replace("\n", " "))
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if whole or len(text) <= 60 else text[:57] + "..."
+
+
+def _plain(text: str) -> str:
+    """Docstring text for --help: without reStructuredText's double backticks."""
+    return text.replace("``", "")
 
 
 def inert(text: str) -> str:
@@ -246,6 +272,13 @@ def connect(args: argparse.Namespace) -> None:
         from azure.identity import DefaultAzureCredential
 
         storage.use_credential(DefaultAzureCredential())
+    if not args.account_name:
+        from . import localstack
+
+        try:  # UseDevelopmentStorage=true: the Azurite of the make run running here, whatever its ports
+            localstack.use_local_stack(os.environ, prog="ops: ", services=["queue", "table"])
+        except localstack.PortSettingError as exc:
+            raise OpsError(str(exc)) from None
     config.reset_settings()
     storage.reset_clients()
     if not config.get_settings().storage_connection and not os.environ.get("AzureWebJobsStorage__accountName"):
@@ -339,8 +372,18 @@ def meaning(status: str, fields: dict[str, Any]) -> str:
     else:
         text = "unrecognised status"
     if status in ("failed", "rejected") and fields.get("resendable"):
-        text += "; never reached Twilio, so `poison replay` may send it"
+        if status == "rejected" and not fields.get("content_hash"):
+            # Rows of messages that never parsed carry no content: replay refuses them, and says the same.
+            text = "never sent, dead-lettered as an " + INVALID_ADVICE.format(
+                id=fields.get("RowKey") or fields.get("id") or "ID")
+        else:
+            text += "; never reached Twilio, so `poison replay` may send it once the reason no longer holds"
     return text
+
+
+# The one piece of advice for an invalid message, in `sends show`, `poison show` and `poison replay`.
+INVALID_ADVICE = ("invalid message: fix it and enqueue it again (python -m shared.enqueue); "
+                  "`python -m shared.ops poison show {id}` prints it")
 
 
 def sends_show(args: argparse.Namespace, out: Output) -> int:
@@ -367,7 +410,7 @@ def sends_show(args: argparse.Namespace, out: Output) -> int:
         out.line(f"{row.kind} {row.id}: {row.status} — {fields['meaning']}")
         for name in sorted(fields):
             if name not in ("RowKey", "kind", "meaning", "status"):
-                out.line(f"  {name:<22} {_cell(fields[name])}")
+                out.line(f"  {name:<22} {_cell(fields[name], whole=True)}")
         if len(row.sids) > 1:
             out.line(f"  double send: Twilio holds {len(row.sids)} messages for this id: {', '.join(row.sids)}")
         resolution = {k: v for k, v in fields.items() if "resol" in k or "reconcil" in k}
@@ -424,10 +467,11 @@ def outbound_campaign_ok(tag: str) -> bool:
 def _time_filter(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
     clauses: list[str] = []
     params: dict[str, Any] = {}
-    statuses = [s.strip() for s in args.status or [] if s.strip()]
+    statuses = [s.strip().lower() for s in args.status or [] if s.strip()]
     for status in statuses:
-        if not _STATUS_WORD.fullmatch(status):
-            raise OpsError(f"not a status: {status[:40]!r} (a word such as claimed, unknown, failed, delivered)")
+        if not _STATUS_WORD.fullmatch(status) or status not in KNOWN_STATUSES:
+            raise OpsError(f"not a status: {status[:40]!r} (one of {', '.join(STATUS_MEANINGS)}, or Twilio's: "
+                           f"{', '.join(s for s in KNOWN_STATUSES if s not in STATUS_MEANINGS)})")
     if statuses:
         parts = []
         for i, status in enumerate(statuses):
@@ -591,6 +635,60 @@ def poison_list(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def poison_show(args: argparse.Namespace, out: Output) -> int:
+    """Every dead letter of one send id, whole: the reason, what ``poison replay`` would do, the original message."""
+    if not ID_PATTERN.fullmatch(args.id):
+        raise OpsError(f"not a send id: {args.id!r} (1-128 of A-Z a-z 0-9 . _ : -)")
+    args.reason, args.ids = None, [args.id]
+    chosen, others = _hold_selected(args, out)
+    release(others)
+    documents = []
+    try:
+        for kind, _queue, letter in chosen:
+            plan = plan_replay(kind, letter)
+            advice = {"replay": f"`poison replay --id {letter.send_id}` puts it back on its queue ({plan.why})",
+                      "needs_force": f"{plan.why}: `poison replay --id {letter.send_id}` shows what Twilio has, "
+                                     "and sends it again only with --force",
+                      "skip": plan.why}[plan.action]
+            message, shown = _original_message(letter)
+            documents.append({"queue": letter.queue, "id": letter.send_id, "kind": letter.kind or kind,
+                              "reason": letter.code, "error": letter.error, "advice": advice, "message": message})
+            out.line(f"{letter.queue} {letter.send_id}: {letter.code}")
+            for name in sorted(letter.error):
+                if name not in ("code", "id"):
+                    out.line(f"  {name:<18} {_cell(letter.error[name], whole=True)}")
+            out.line(f"  {'what to do':<18} {advice}")
+            out.line("  original message:")
+            for text in shown.splitlines() or [""]:
+                out.line(f"    {text}")
+    finally:
+        release([letter for _, _, letter in chosen])
+    if not documents:
+        if out.as_json:
+            out.document({"id": args.id, "found": False})
+        print(f"no dead letter for id {args.id!r} in {', '.join(q for _, _, q in poison_queues(args.kind))}",
+              file=out.err)
+        return EXIT_NOT_FOUND
+    out.document(documents[0] if len(documents) == 1 else documents)
+    return EXIT_OK
+
+
+def _original_message(letter: DeadLetter) -> tuple[str, str]:
+    """(the message as it was queued, the same for a terminal: indented JSON when it is JSON, else as stored)."""
+    from . import outbound
+
+    document = letter.document or {}
+    text = str(document.get("message", letter.text if letter.document is None else ""))
+    if document.get("message_base64"):
+        return text, f"(not UTF-8 text: base64 of the {len(text) * 3 // 4} bytes received)\n{text}"
+    note = " (cut: the original was too large to keep whole)" if document.get("message_truncated") else ""
+    try:
+        parsed = outbound.decode(text).document
+        return text, json.dumps(parsed, indent=2, ensure_ascii=False) + note
+    except (outbound.InvalidMessageError, UnicodeError):
+        return text, text + note
+
+
 @dataclass
 class ReplayPlan:
     """What ``poison replay`` will do with one dead letter, and why."""
@@ -612,7 +710,11 @@ def plan_replay(kind: Kind, letter: DeadLetter) -> ReplayPlan:
     if letter.document.get("message_truncated") or letter.document.get("message_base64"):
         return ReplayPlan("skip", "the original message was not stored whole; enqueue it again yourself")
     if letter.code == "invalid_message":
-        return ReplayPlan("skip", "invalid message: fix it and enqueue it again (python -m shared.enqueue)")
+        from .redact import mask_numbers_in
+
+        reason = mask_numbers_in(str(letter.error.get("reason") or ""))
+        return ReplayPlan("skip", INVALID_ADVICE.format(id=letter.send_id or "ID").replace(
+            "invalid message:", f"invalid message ({reason}):" if reason else "invalid message:", 1))
     try:
         decoded = outbound.decode(str(letter.document["message"]))
         message = outbound.validate(kind, decoded.document, letter.send_id or None)
@@ -854,6 +956,59 @@ def optouts_remove(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- inbound
+
+
+def inbound_list(args: argparse.Namespace, out: Output) -> int:
+    """The events on ``INBOUND_QUEUE``, oldest first: only looked at (peeked), or taken off with ``--take``."""
+    from . import config
+    from .redact import mask_number
+
+    name = config.get_settings().inbound_queue
+    client = queue_client(name)
+    limit = max(0, args.limit)
+    messages: list[Any] = []
+    if args.take:
+        while len(messages) < limit:
+            batch = list(client.receive_messages(messages_per_page=min(32, limit - len(messages)),
+                                                 max_messages=min(32, limit - len(messages)),
+                                                 visibility_timeout=POISON_VISIBILITY_SECONDS))
+            if not batch:
+                break
+            messages += batch
+    elif limit:
+        messages = list(client.peek_messages(max_messages=min(32, limit)))
+    events, rows = [], []
+    for message in messages:
+        text = message.content if isinstance(message.content, str) else str(message.content)
+        try:
+            event = json.loads(text)
+        except ValueError:
+            event = None
+        event = event if isinstance(event, dict) else {"type": "unreadable", "text": text}
+        events.append(event)
+        summary = event.get("body") if event.get("type") == "sms" else (
+            event.get("recording_url") or event.get("text") or "")
+        if event.get("type") == "recording_status":
+            summary = f"{event.get('recording_status', '')} {event.get('recording_url') or ''}".strip()
+        rows.append({"received_at": event.get("received_at", ""), "type": event.get("type", ""),
+                     "channel": event.get("channel", ""), "from": mask_number(event["from"]) if event.get("from")
+                     else "", "keyword": event.get("keyword") or "", "what": summary})
+    waiting = max(0, (client.get_queue_properties().approximate_message_count or 0) - (len(messages) if args.take
+                                                                                        else 0))
+    out.table(rows, ["received_at", "type", "channel", "from", "keyword", "what"])
+    verb = "taken off" if args.take else "shown (left on the queue; --take removes them)"
+    out.line(f"{len(rows)} event(s) of {name} {verb}; about {waiting} more waiting" if args.take else
+             f"{len(rows)} event(s) of {name} {verb}; about {waiting} waiting")
+    out.document({"queue": name, "taken": bool(args.take), "count": len(events), "waiting": waiting,
+                  "events": events})
+    out.out.flush()  # shown first: a reader that went away (| head) leaves the events on the queue
+    if args.take:
+        for message in messages:
+            client.delete_message(message.id, message.pop_receipt)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- layout
 
 
@@ -927,7 +1082,8 @@ def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO, ask: Calla
     logging.getLogger("azure").addHandler(_NULL_HANDLER)
     handlers: dict[tuple[str, str], Callable[[argparse.Namespace, Output], int]] = {
         ("sends", "show"): sends_show, ("sends", "list"): sends_list, ("sends", "cancel"): sends_cancel,
-        ("poison", "list"): poison_list, ("poison", "replay"): poison_replay,
+        ("poison", "list"): poison_list, ("poison", "show"): poison_show, ("poison", "replay"): poison_replay,
+        ("inbound", "list"): inbound_list,
         ("poison", "purge"): lambda a, o: poison_purge(a, o, ask or _ask_tty(o)),
         ("optouts", "list"): optouts_list, ("optouts", "add"): optouts_add, ("optouts", "remove"): optouts_remove,
         ("migrate-layout", "run"): migrate_layout,

@@ -168,7 +168,9 @@ def decode(raw: bytes | str) -> Decoded:
     text = text.strip().lstrip("\ufeff")
     was_base64 = False
     if not text.startswith("{"):
-        try:  # line-wrapped base64 (the base64 tool, MIME) is still base64
+        try:  # line-wrapped base64 (the base64 tool, MIME) is still base64; words with spaces between are not
+            if " " in text or "\t" in text:
+                raise ValueError("plain text")
             inner = base64.b64decode("".join(text.split()), validate=True)
         except (binascii.Error, ValueError):
             raise InvalidMessageError("message", "neither a JSON object nor base64-encoded JSON") from None

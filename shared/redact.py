@@ -30,10 +30,14 @@ _INSTALLED_MARK = "_switchboard_masks_numbers"
 
 
 def mask_number(number: str | None) -> str:
-    """``+14155552345`` → ``+1415***2345``; anything short or empty comes back as ``***``."""
+    """``+14155552345`` → ``+1415***2345``; ``whatsapp:+14155552345`` → ``whatsapp:+1415***2345`` (the channel and
+    the country stay readable); anything short or empty comes back as ``***``."""
     if not number:
         return "***"
     number = str(number)
+    channel, colon, rest = number.partition(":")
+    if colon and channel.isalpha():  # whatsapp:+1…, messenger:… — a channel prefix is not the number
+        return f"{channel}:{mask_number(rest)}"
     if len(number) < 9:
         return "***"
     head = 5 if number.startswith("+") else 4

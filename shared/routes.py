@@ -75,24 +75,64 @@ def twilio_webhook(handler: Callable[[Params], Reply]) -> Callable[[WebhookReque
     return route
 
 
+def _flow_reply(serve: Callable[[], str]) -> Reply:
+    """A flow answer, or the safe one (sorry, goodbye) when the flow cannot give it: the file was refused at load
+    (logged once, there), or a request names a node the file does not have (a call that outlived a deploy)."""
+    from . import flows, twiml
+
+    try:
+        return Reply(body=serve())
+    except flows.FlowFileError:
+        return Reply(body=twiml.unavailable())
+    except flows.FlowError as exc:
+        log_throttled(log, logging.WARNING, f"flow {type(exc).__name__}", "voice flow: %s; answered the fallback",
+                      exc)
+        return Reply(body=twiml.unavailable())
+
+
 @twilio_webhook
 def voice(params: Params) -> Reply:
-    from . import twiml
+    """An incoming call: the flow file's start node (the default flows.json: greeting, pause, menu)."""
+    from . import flows
 
-    return Reply(body=twiml.incoming_call(get_settings().voice_greeting))
+    return _flow_reply(lambda: flows.start(params))
 
 
 @twilio_webhook
 def voice_menu(params: Params) -> Reply:
-    from . import twiml
+    """The answer to the gather of the flow node named ``menu`` (Digits, else SpeechResult)."""
+    from . import flows, twiml
 
-    settings = get_settings()
-    digits = params.first("Digits").strip()
-    speech = params.first("SpeechResult").strip()
-    if not digits and speech:
-        digits = twiml.digit_for_speech(speech)  # words are handled like the digit they name
-    return Reply(body=twiml.menu_choice(digits, params.first("ApiVersion"), settings.forward_to_number,
-                                        settings.public_base_url))
+    return _flow_reply(lambda: flows.answer(twiml.MENU_NODE, params))
+
+
+def _node_query(req: WebhookRequest) -> tuple[str, str]:
+    """``?node=NAME`` (enter a node) or ``?gather=NAME`` (answer its gather): exactly one, once, a node name."""
+    from . import flows
+
+    query = req.query_params
+    given = [(key, query.getlist(key)) for key in ("node", "gather") if key in query]
+    if len(given) != 1 or len(given[0][1]) != 1:
+        raise MalformedRequestError("give exactly one of ?node=NAME or ?gather=NAME, once")
+    key, (name,) = given[0]
+    if not flows.NODE_NAME.fullmatch(name):
+        raise MalformedRequestError(f"{key} is not a node name ({flows.NODE_NAME_RULE})")
+    return key, name
+
+
+def voice_node(req: WebhookRequest) -> Reply:
+    """The walk of the flow file: ``?node=NAME`` enters node NAME (a redirect), ``?gather=NAME`` answers its
+    gather. The name is checked against :data:`shared.flows.NODE_NAME` and looked up in the loaded file, never
+    used as a path; the signature covers the query string as received, so it cannot be swapped."""
+    from . import flows
+
+    def walk(params: Params) -> Reply:
+        key, name = _node_query(req)
+        if key == "node":
+            return _flow_reply(lambda: flows.enter(name, params))
+        return _flow_reply(lambda: flows.answer(name, params))
+
+    return answer_webhook(req, walk)
 
 
 @twilio_webhook

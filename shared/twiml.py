@@ -17,8 +17,11 @@ from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from . import APP_NAME
+from .flows import XML_FORBIDDEN, choice_for_speech
 
 MENU_PATH = "/api/voice/menu"
+NODE_PATH = "/api/voice/node"  # the walk of the flow file's nodes: ?node=NAME enters one, ?gather=NAME answers one
+MENU_NODE = "menu"  # the flow node whose gather /api/voice/menu answers (numbers set up before flows keep working)
 RECORDED_PATH = "/api/voice/recorded"
 RECORDING_STATUS_PATH = "/api/status/recording"
 MENU_PROMPT = (
@@ -32,16 +35,15 @@ SPEECH_CHOICES: dict[str, tuple[str, ...]] = {
 }
 SPEECH_HINTS = ", ".join(dict.fromkeys(w for words in SPEECH_CHOICES.values() for w in words if not w.isdigit()))
 NOT_AN_OPTION = "?"  # what unrecognised speech becomes: "not an option", unlike silence (goodbye)
-MAX_SPEECH_CHARS = 500
-_WORD = re.compile(r"[a-z0-9]+")
 GOODBYE = "Thank you for calling. Goodbye."
 MAX_ECHO_CHARS = 64  # a caller-supplied ApiVersion is spoken back, but not at any length
 MAX_RECORDING_SECONDS = 120
 # Characters outside XML 1.0's Char production.
-_NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_NOT_XML_CHAR = XML_FORBIDDEN
 # <Say voice="…" language="…">: names such as alice, Polly.Joanna-Neural, Google.en-US-Standard-A, en-US.
 SAY_ATTRIBUTE_RULE = "1-64 of A-Z a-z 0-9 . _ -"
 SAY_ATTRIBUTE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+UNAVAILABLE = "Sorry, this line cannot take your call right now. Please try again later. Goodbye."
 
 
 def xml_text(text: str) -> str:
@@ -67,11 +69,33 @@ def render(document: TwiML) -> str:
 
 def digit_for_speech(speech: str) -> str:
     """The menu digit a caller's words name ("two", "leave a message" → "2"); :data:`NOT_AN_OPTION` when they
-    name none, or more than one ("one or two"), so an unclear answer repeats the menu instead of guessing."""
-    words = _WORD.findall(speech[:MAX_SPEECH_CHARS].lower())
-    text = " " + " ".join(words) + " "
-    named = {digit for digit, phrases in SPEECH_CHOICES.items() if any(f" {p} " in text for p in phrases)}
-    return named.pop() if len(named) == 1 else NOT_AN_OPTION
+    name none, or more than one ("one or two"), so an unclear answer repeats the menu instead of guessing. The same
+    matching as the flow file's gather words (:func:`shared.flows.choice_for_speech`)."""
+    return choice_for_speech(speech, SPEECH_CHOICES) or NOT_AN_OPTION
+
+
+def gather_path(node: str) -> str:
+    """Where the gather of flow node ``node`` posts its answer (a checked node name: no escaping needed)."""
+    return MENU_PATH if node == MENU_NODE else f"{NODE_PATH}?gather={node}"
+
+
+def node_path(node: str) -> str:
+    """Where a redirect into flow node ``node`` goes."""
+    return f"{NODE_PATH}?node={node}"
+
+
+def voicemail_record_attrs(public_base_url: str = "", max_length: int | None = MAX_RECORDING_SECONDS,
+                           finish_on_key: str | None = "#", play_beep: bool | None = True,
+                           timeout: int | None = None) -> dict[str, object]:
+    """``<Record>`` of a voicemail: posted to /api/voice/recorded (the inbound queue), its recording status
+    (completed, absent) reported to ``public_base_url`` + /api/status/recording; None leaves Twilio's default."""
+    attrs: dict[str, object] = {"action": RECORDED_PATH, "method": "POST"}
+    optional = {"max_length": max_length, "finish_on_key": finish_on_key, "play_beep": play_beep, "timeout": timeout}
+    attrs.update({k: v for k, v in optional.items() if v is not None})
+    if public_base_url:
+        attrs.update(recording_status_callback=public_base_url + RECORDING_STATUS_PATH,
+                     recording_status_callback_method="POST", recording_status_callback_event="completed absent")
+    return attrs
 
 
 def _menu(response: VoiceResponse, prompt: str = MENU_PROMPT) -> VoiceResponse:
@@ -82,6 +106,10 @@ def _menu(response: VoiceResponse, prompt: str = MENU_PROMPT) -> VoiceResponse:
                              language="en-US")
     gather.say(prompt)
     return response
+
+
+# The menu as code (incoming_call, menu_choice): what the routes served before the flow file (issue 24). The shipped
+# flows.json reproduces it; tests/unit/test_flows_default.py holds the two answer for answer, byte for byte.
 
 
 def incoming_call(greeting: str) -> str:
@@ -104,13 +132,7 @@ def menu_choice(digits: str, api_version: str, forward_to: str = "", public_base
         response.hangup()
     elif digits == "2":
         response.say("Please leave a message after the beep. Press the pound key when you are done.")
-        status_callback = {}
-        if public_base_url:
-            status_callback = {"recording_status_callback": public_base_url + RECORDING_STATUS_PATH,
-                               "recording_status_callback_method": "POST",
-                               "recording_status_callback_event": "completed absent"}
-        response.record(action=RECORDED_PATH, method="POST", max_length=MAX_RECORDING_SECONDS,
-                        finish_on_key="#", play_beep=True, **status_callback)
+        response.record(**voicemail_record_attrs(public_base_url))
         response.say("No message was recorded. " + GOODBYE)
         response.hangup()
     elif digits == "0" and forward_to:
@@ -123,6 +145,21 @@ def menu_choice(digits: str, api_version: str, forward_to: str = "", public_base
         sorry = "Nobody is available to take your call." if digits == "0" else "Sorry, that is not an option."
         response.say(sorry)
         _menu(response)
+    return render(response)
+
+
+def unavailable() -> str:
+    """The safe answer when the flow cannot serve a call (file refused, unknown node): sorry, then hang up."""
+    response = VoiceResponse()
+    response.say(UNAVAILABLE)
+    response.hangup()
+    return render(response)
+
+
+def hangup() -> str:
+    """``<Response><Hangup/></Response>``: a gather with no no-input branch, when the caller said nothing."""
+    response = VoiceResponse()
+    response.hangup()
     return render(response)
 
 

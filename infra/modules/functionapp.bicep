@@ -184,6 +184,11 @@ resource app 'Microsoft.Web/sites@2024-11-01' = {
           value: forwardToNumber
         }
         {
+          // The phone menu and SMS keyword file, shipped with the package (README, Phone menus and keywords).
+          name: 'FLOWS_FILE'
+          value: 'flows.json'
+        }
+        {
           name: 'SECRET_CACHE_SECONDS'
           value: vaultCacheSeconds
         }

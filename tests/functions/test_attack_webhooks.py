@@ -464,3 +464,68 @@ def test_a_status_callback_value_that_cannot_be_stored_is_refused_400_and_the_ro
                                                                       query=f"id={ident}"))
     assert response.status_code == 204
     assert ledger.get("sms", ident).fields["error_code"] == "30003"
+
+
+# ---------------------------------------------------------------- the flow walk (/api/voice/node, issue 24)
+
+FALLBACK_TAGS = ["Say", "Hangup"]
+
+
+@pytest.mark.parametrize("forgery", FORGERY_NAMES)
+def test_forged_or_odd_signature_on_the_flow_walk_is_403_without_twiml(call_function, forgery):
+    params = {**CALL, "Digits": "1"}
+    headers = _forgeries("/api/voice/node?gather=menu", params)[forgery]
+    response, _ = call_function("voice_node", post("/api/voice/node", params, headers, query="gather=menu"))
+    assert response.status_code == 403 and b"<Response" not in response.get_body()
+
+
+HOSTILE_NODES = ["../../etc/passwd", quote("../flows.json"), "%2e%2e%2fflows", "menu%00", "menu%0D%0A", "menu%20",
+                 quote("ｍｅｎｕ"), "MENU", "__proto__", "constructor", "con", "nul", "a" * 64, "a" * 65, "%",
+                 "menu%26gather%3Dmenu", quote("menu\u202e"), "menu%ff", "menu;about", "menu/about", "-", "_"]
+
+
+@pytest.mark.parametrize("key", ["node", "gather"])
+@pytest.mark.parametrize("name", HOSTILE_NODES)
+def test_a_hostile_node_name_in_a_signed_walk_is_400_or_the_safe_answer(call_function, key, name):
+    query = f"{key}={name}"
+    response, _ = call_function("voice_node", signed_form_request("/api/voice/node", {**CALL, "Digits": "1"},
+                                                                   query=query))
+    root = assert_refused_or_valid_twiml(response)
+    if response.status_code != 400:
+        assert root is not None and [child.tag for child in root] == FALLBACK_TAGS, response.get_body()
+
+
+@pytest.mark.parametrize("hostile", list(HOSTILE))
+@pytest.mark.parametrize("field", ["Digits", "SpeechResult"])
+def test_hostile_input_to_a_walked_gather_gives_parseable_twiml_of_the_menu(call_function, field, hostile):
+    params = {**CALL, field: HOSTILE[hostile]}
+    response, _ = call_function("voice_node", signed_form_request("/api/voice/node", params, query="gather=menu"))
+    root = assert_refused_or_valid_twiml(response)
+    assert root is not None and [child.tag for child in root] in (["Say", "Gather"], ["Say", "Hangup"])
+
+
+@pytest.mark.parametrize("query", ["node=welcome&code=" + quote("a b"), "node=welcome&code=%ZZ",
+                                   "node=welcome&x=" + "y" * 4000, "code=abc&node=welcome", "node=welcome&&&"])
+def test_signed_query_strings_around_a_node_name_never_break_the_walk(call_function, query):
+    response, _ = call_function("voice_node", signed_form_request("/api/voice/node", CALL, query=query))
+    root = assert_refused_or_valid_twiml(response)
+    assert root is not None and [child.tag for child in root] == ["Say", "Pause", "Gather"]
+
+
+ECHOED = ["ApiVersion", "From", "To", "Caller", "Called", "Digits", "SpeechResult", "FromCity", "FromState",
+          "FromCountry"]
+
+
+@pytest.mark.parametrize("hostile", list(HOSTILE))
+def test_every_echoable_parameter_is_spoken_as_bounded_text_only(call_function, set_env, tmp_path, hostile):
+    text = " ".join(f"{{param:{name}}}" for name in ECHOED)
+    path = tmp_path / "flows.json"
+    path.write_text(json.dumps({"version": 1, "voice": {"start": "echo", "nodes": {
+        "echo": {"steps": [{"say": text}, {"hangup": True}]}}}}))
+    set_env(FLOWS_FILE=str(path))
+    value = HOSTILE[hostile] * 10
+    params = {**CALL, **{name: value for name in ECHOED}}
+    response, _ = call_function("voice_node", signed_form_request("/api/voice/node", params, query="node=echo"))
+    root = assert_refused_or_valid_twiml(response)
+    assert root is not None and [child.tag for child in root] == FALLBACK_TAGS
+    assert list(root[0]) == [] and len(root[0].text or "") <= len(ECHOED) * 65

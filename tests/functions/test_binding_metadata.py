@@ -9,6 +9,7 @@ import pytest
 EXPECTED_HTTP = {
     "voice": ("voice", ["POST"]),
     "voice_menu": ("voice/menu", ["POST"]),
+    "voice_node": ("voice/node", ["POST"]),
     "voice_recorded": ("voice/recorded", ["POST"]),
     "twiml_say": ("twiml/say", ["GET", "POST"]),
     "sms": ("sms", ["POST"]),

@@ -545,3 +545,80 @@ def test_optouts_add_of_a_capitalised_whatsapp_prefix_opts_out_the_whatsapp_addr
     number = f"+1415{uuid.uuid4().int % 10 ** 7:07d}"
     assert run_json("optouts", "add", "WhatsApp:" + number)["number"] == "whatsapp:" + number
     assert optouts.is_opted_out("whatsapp:" + number) and not optouts.is_opted_out(number)
+
+
+# ---------------------------------------------------------------- issue 26: following a dead letter, inbound
+
+
+def test_sends_list_refuses_a_status_no_send_can_have(azurite: Any) -> None:
+    code, out, err = run("sends", "list", "--status", "nonsense")
+    assert code == ops.EXIT_USAGE and out == ""  # not "(none)" and exit 0, as if no send had that status
+    assert err.startswith("ops: not a status: 'nonsense' (one of claimed, retrying, unknown, sent, failed, rejected")
+    assert "delivered" in err and err.count("\n") == 1
+
+
+def test_poison_show_prints_a_plain_text_dead_letter_whole_with_its_reason_and_what_to_do(outbound_env: Any) -> None:
+    assert sender.process("sms", b"not json at all", "q-plain").result == "dead_lettered"
+    code, out, _ = run("poison", "show", "q-plain")
+    assert code == 0
+    assert f"{sms_queue()}-poison q-plain: invalid_message" in out
+    assert "reason             message: neither a JSON object nor base64-encoded JSON\n" in out  # not "base64 …"
+    assert "fix it and enqueue it again (python -m shared.enqueue)" in out
+    assert out.endswith("  original message:\n    not json at all\n")
+    document = run_json("poison", "show", "q-plain")
+    assert document["message"] == "not json at all" and document["reason"] == "invalid_message"
+    assert poison_count() == 1  # looking changed nothing
+
+
+def test_poison_show_prints_the_original_json_and_says_what_replay_would_do(outbound_env: Any) -> None:
+    dead_letter(outbound_env, "show-r", "429")
+    code, out, _ = run("poison", "show", "show-r")
+    assert code == 0
+    assert "`poison replay --id show-r` puts it back on its queue" in out
+    assert f'      "to": "{TO}",\n      "body": "hello"\n' in out  # the message itself, to fix or resend
+    code, _, err = run("poison", "show", "no-such-letter")
+    assert code == ops.EXIT_NOT_FOUND and "no dead letter for id 'no-such-letter'" in err
+
+
+def test_sends_show_and_poison_replay_give_the_same_whole_advice_for_an_invalid_message(outbound_env: Any) -> None:
+    message = json.dumps({"id": "inv-advice", "to": "not a number", "body": "x"})
+    assert sender.process("sms", message, "q-inv").result == "dead_lettered"
+    code, out, _ = run("sends", "show", "inv-advice")
+    assert code == 0
+    assert "fix it and enqueue it again" in out and "may send it" not in out  # it said replay may send it
+    code, out, _ = run("poison", "replay", "--id", "inv-advice")
+    assert code == 0
+    row = next(line for line in out.splitlines() if "inv-advice" in line)
+    assert row.endswith("fix it and enqueue it again (python -m shared.enqueue); "
+                        "`python -m shared.ops poison show inv-advice` prints it")  # whole, not cut at 60 chars
+
+
+def test_a_long_twilio_error_is_printed_whole_in_sends_list_and_poison_list(outbound_env: Any) -> None:
+    dead_letter(outbound_env, "long-err", "21211")
+    whole = ledger.get("sms", "long-err").last_error
+    assert len(whole) > 60
+    code, out, _ = run("sends", "list", "--status", "failed")
+    assert code == 0 and whole in out
+    code, out, _ = run("poison", "list")
+    assert code == 0 and whole in out
+
+
+def test_ops_inbound_shows_the_inbound_events_and_take_removes_them(azurite: Any,
+                                                                     unique_queues: dict[str, str]) -> None:
+    inbound = unique_queues["INBOUND_QUEUE"]
+    events = [{"type": "sms", "channel": "sms", "from": "+14155550123", "to": "+15005550006", "body": "hello there",
+               "keyword": None, "received_at": "2030-01-01T09:00:00Z"},
+              {"type": "voicemail", "from": "+14155550124", "recording_url": "https://api.twilio.com/RE1",
+               "received_at": "2030-01-01T09:01:00Z"}]
+    for event in events:
+        put(inbound, event)
+
+    for _ in range(2):  # looking twice sees the same: nothing is consumed
+        code, out, _ = run("inbound")
+        assert code == 0
+        assert "hello there" in out and "+1415***0123" in out and "https://api.twilio.com/RE1" in out
+        assert "+14155550123" not in out  # the table masks numbers
+        assert f"2 event(s) of {inbound} shown" in out
+    taken = run_json("inbound", "--take")
+    assert taken["events"] == events and taken["taken"] is True  # JSON: the events as a consumer reads them
+    assert run_json("inbound")["count"] == 0

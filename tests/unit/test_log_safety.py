@@ -75,3 +75,16 @@ def test_timestamps_durations_and_sizes_are_left_alone_while_e164_numbers_are_st
     assert mask_numbers_in(text) == text
     assert (mask_numbers_in("to=+14155550100 wa=whatsapp:+447911123456 key=RowKey='%2B14155550100'")
             == "to=+1415***0100 wa=whatsapp:+4479***3456 key=RowKey='%2B1415***0100'")
+
+
+@pytest.mark.parametrize("address, masked", [
+    ("whatsapp:+14155550102", "whatsapp:+1415***0102"),
+    ("whatsapp:+447911123456", "whatsapp:+4479***3456"),
+    ("+14155550102", "+1415***0102"),
+    ("whatsapp:", "whatsapp:***"),
+])
+def test_a_whatsapp_address_is_masked_keeping_its_channel_and_country(address, masked):
+    # Log lines name senders with mask_number (opt-outs, suppressed replies): `what***0102` hid both.
+    from shared.redact import mask_number
+
+    assert mask_number(address) == masked
