@@ -168,8 +168,8 @@ def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, ident
     for _ in range(MAX_TRIES):
         moment = time.time() if now is None else now
         next_free, horizon = _value(row, "next_free"), _value(row, "horizon")
-        # Twilio's queue holds what was submitted beyond now: never more than the lead (high) or its share.
-        room = max(moment, horizon) + step <= moment + ahead + step * 0.5
+        # Twilio's queue reaches to ``horizon``: submit only while that is within the lead (high) or its share.
+        room = horizon <= moment + ahead + 0.01
         values: dict[str, float] = {}
         if ticket is not None:
             turn = float(ticket.get("slot", 0.0) or 0.0) - ahead

@@ -214,15 +214,15 @@ def _requeue(d: _Delivery, message: OutboundMessage, seconds: float,
 
 def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str | None]) -> Outcome:
     digest = outbound.content_hash(message)
-    # Pacing first: a message that must wait costs only its pacing round trips; the checks below run when its
-    # turn comes, so a STOP or a cancel recorded while it waited still applies.
+    # Pacing before the opt-out read: a message that must wait costs only its pacing round trips; the checks
+    # below run when its turn comes, so a STOP recorded while it waited still applies.
+    if message.campaign and pacing.campaign_cancelled(message.campaign):  # before its turn is even asked for
+        return _cancel(d, message, f"campaign {message.campaign} was cancelled")
     paced = _pace(d, message, sender)
     if paced is not None:
         return paced
     if optouts.is_opted_out(message.to):
         return _refuse(d, message, "opted_out", "recipient opted out (STOP)", last_error="recipient opted out")
-    if message.campaign and pacing.campaign_cancelled(message.campaign):
-        return _cancel(d, message, f"campaign {message.campaign} was cancelled")
     held = _guardrails(d, message)
     if held is not None:
         return held
