@@ -21,9 +21,10 @@ from bench._common import PYTHON, ROOT
 
 class TwilioFakeProcess:
     def __init__(self, account_sid: str, credentials: dict[str, str], fault_rate: float = 0.0,
-                 latency_seconds: float = 0.0) -> None:
+                 latency_seconds: float = 0.0, **options: Any) -> None:
+        """``options``: more of the fake's settings (e.g. ``sender_mps``, ``concurrency_limit``)."""
         args = json.dumps({"account_sid": account_sid, "credentials": credentials, "fault_rate": fault_rate,
-                           "latency_seconds": latency_seconds})
+                           "latency_seconds": latency_seconds, "options": options})
         self.proc = subprocess.Popen([PYTHON, "-m", "bench._twilio_proc", args], cwd=ROOT, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
@@ -43,6 +44,15 @@ class TwilioFakeProcess:
 
     def reset(self) -> None:
         self._ask("reset")
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every create request: kind, send id, To, HTTP answer, created, and when a modelled sender queue took it
+        (``time.monotonic()``, the same clock in every process of this machine)."""
+        return self._ask("records")["records"]
+
+    def sender_queues(self) -> dict[str, Any]:
+        """The modelled sender queues (peak depth) and the 30001 overflow count."""
+        return self._ask("queues")
 
     def set_latency(self, seconds: float) -> None:
         """Every answer from now on waits ``seconds`` (Twilio's own API latency)."""
@@ -66,7 +76,7 @@ def _child(config: dict[str, Any]) -> None:
     from tests.peers.twilio_fake import start_twilio_fake
 
     fake = start_twilio_fake(config["account_sid"], config["credentials"], fault_rate=config["fault_rate"],
-                             latency_seconds=config.get("latency_seconds", 0.0))
+                             latency_seconds=config.get("latency_seconds", 0.0), **config.get("options", {}))
     print(json.dumps({"url": fake.base_url}), flush=True)
     for line in sys.stdin:
         command = line.strip()
@@ -77,6 +87,15 @@ def _child(config: dict[str, Any]) -> None:
             faults = Counter(r.fault or str(r.answered) for r in records)
             print(json.dumps({"requests": len(records), "created": sum(by_id.values()), "by_id": by_id,
                               "faults": faults}), flush=True)
+        elif command == "records":
+            with fake._lock:  # noqa: SLF001 - a consistent snapshot
+                records = list(fake.requests)
+            print(json.dumps({"records": [
+                {"kind": r.kind, "id": r.send_id, "to": r.first("To"), "answered": r.answered,
+                 "created": r.created, "submitted_at": r.submitted_at} for r in records]}), flush=True)
+        elif command == "queues":
+            with fake._lock:  # noqa: SLF001
+                print(json.dumps({"queues": fake.sender_queues, "overflow_30001": fake.overflow_30001}), flush=True)
         elif command.startswith("latency "):
             fake.latency_seconds = float(command.split()[1])
             print("{}", flush=True)

@@ -165,7 +165,7 @@ def run_scenario(scenario: Scenario, pairs: int, azurite: Any, *, timeout: float
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_FROM_NUMBER": FROM, "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
             "TWILIO_API_BASE_URL": fake.base_url, "SMS_QUEUE": f"scn-sms-{run}", "CALL_QUEUE": f"scn-calls-{run}",
             "INBOUND_QUEUE": f"scn-inbound-{run}", "TWILIO_HTTP_TIMEOUT_SECONDS": str(TWILIO_TIMEOUT),
-            "RECONCILE_SETTLE_SECONDS": str(SETTLE), "PYTHON_THREADPOOL_THREAD_COUNT": "16",
+            "RECONCILE_SETTLE_SECONDS": str(SETTLE), "PYTHON_THREADPOOL_THREAD_COUNT": "16", "PACING": "off",
         }, unset=("KEY_VAULT_URL", "TWILIO_API_KEY_SID", "TWILIO_MESSAGING_SERVICE_SID", "SMS_AUTO_REPLY",
                   "ALLOWED_DESTINATIONS", "MAX_SENDS_PER_RECIPIENT_PER_HOUR", "MAX_SENDS_PER_HOUR"))
         reset_app_state()

@@ -56,6 +56,7 @@ _ERRORS = {
     "21614": (400, 21614, "'To' number is not a valid mobile number"),
     "21408": (400, 21408, "Permission to send an SMS has not been enabled for the region indicated by the 'To' number"),
     "401": (401, 20003, "Authenticate"),
+    "21611": (400, 21611, "This 'From' number has exceeded the maximum number of queued messages"),
 }
 
 # What a local user sees each fault do (``python -m devhost.twilio_fake fail --help``, README "Trying the outcomes").
@@ -114,6 +115,7 @@ class Recorded:
     sid: str = ""
     fault: str = ""
     created_anyway: bool = False  # answered 5xx after the resource was created (faults ``500-created`` …)
+    submitted_at: float = 0.0     # monotonic time the create was accepted into a modelled sender queue
 
     def first(self, name: str, default: str = "") -> str:
         values = self.form.get(name)
@@ -156,6 +158,16 @@ class TwilioFake:
     callback_token: str = ""
     callback_deliver_to: str | None = None
     callbacks_posted: list[tuple[str, int]] = field(default_factory=list)
+    # Per-sender delivery, as Twilio queues it (see "Sender queues" below): messages per second by sender (a From
+    # number or a MessagingServiceSid; ``default_mps`` for the rest, 0 = not modelled), the queue's depth limit in
+    # seconds of sending (past it: 21611 for a number, a later 30001 for a service), and the account's concurrency.
+    sender_mps: dict[str, float] = field(default_factory=dict)
+    default_mps: float = 0.0
+    queue_limit_seconds: float = 36_000.0
+    concurrency_limit: int = 0
+    sender_queues: dict[str, dict[str, float]] = field(default_factory=dict)
+    overflow_30001: int = 0
+    _in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _rng: random.Random = field(default_factory=random.Random)
@@ -331,6 +343,18 @@ class TwilioFake:
         kind, form = record.kind, record.form
         if self.credentials.get(record.username) != password or record.account_sid != self.account_sid:
             return self._error(h, record, "401")
+        with self._lock:
+            self._in_flight += 1
+            too_many = bool(self.concurrency_limit) and self._in_flight > self.concurrency_limit
+        try:
+            if too_many:
+                return self._error(h, record, "429")
+            self._create(h, record, kind, form)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _create(self, h: BaseHTTPRequestHandler, record: Recorded, kind: str, form: dict[str, list[str]]) -> None:
         if self.latency_seconds:
             time.sleep(self.latency_seconds)
         fault = self._pick_fault(record)
@@ -350,6 +374,8 @@ class TwilioFake:
             return self._json(h, 400, {"code": 21656 if invalid[:1] == ["ContentVariables"] else 20001,
                                        "message": f"Invalid parameter: {(invalid or ['ContentVariables'])[0]}",
                                        "more_info": "https://www.twilio.com/docs/errors/20001", "status": 400})
+        if kind == "sms" and not self._enqueue_for_delivery(record):
+            return self._error(h, record, "21611")
         body = self._message(record) if kind == "sms" else self._call(record)
         record.sid, record.answered = body["sid"], 201
         with self._lock:
@@ -471,6 +497,34 @@ class TwilioFake:
             "subresource_uris": {"notifications": f"{uri}/Notifications.json",
                                  "recordings": f"{uri}/Recordings.json", "events": f"{uri}/Events.json"},
         }
+
+    # ------------------------------------------------------------ sender queues
+    # Twilio delivers each sender's messages at its rate and holds the rest in a per-sender queue; the depth, in
+    # seconds of sending, is what a create adds to. ``sender_queues[sender]`` keeps ``busy_until`` (monotonic),
+    # ``peak_seconds`` and ``peak_segments``.
+
+    def _enqueue_for_delivery(self, record: "Recorded") -> bool:
+        sender = record.first("From") or record.first("MessagingServiceSid")
+        mps = self.sender_mps.get(sender, self.default_mps)
+        if mps <= 0:
+            return True
+        cost = _segments(record.first("Body"))
+        record.submitted_at = time.monotonic()
+        with self._lock:
+            queue = self.sender_queues.setdefault(sender, {"busy_until": 0.0, "peak_seconds": 0.0,
+                                                           "peak_segments": 0.0})
+            now = time.monotonic()
+            start = max(now, queue["busy_until"])
+            if start - now + cost / mps > self.queue_limit_seconds:
+                if record.first("From"):
+                    return False  # 21611: the number's queue is full
+                self.overflow_30001 += 1  # a service accepts it, and the message fails later with 30001
+                return True
+            queue["busy_until"] = start + cost / mps
+            depth = queue["busy_until"] - now
+            queue["peak_seconds"] = max(queue["peak_seconds"], depth)
+            queue["peak_segments"] = max(queue["peak_segments"], depth * mps)
+        return True
 
     # ------------------------------------------------------------ status callbacks
 
@@ -633,6 +687,17 @@ class TwilioFake:
     def _not_found(self, h: BaseHTTPRequestHandler) -> None:
         self._json(h, 404, {"code": 20404, "message": "The requested resource was not found",
                             "more_info": "https://www.twilio.com/docs/errors/20404", "status": 404})
+
+
+def _segments(body: str) -> int:
+    """Segments of a body as Twilio counts them (GSM-7 160/153, else UCS-2 70/67), near enough for the model:
+    characters outside ASCII count as UCS-2."""
+    if not body:
+        return 1
+    if body.isascii():
+        return 1 if len(body) <= 160 else -(-len(body) // 153)
+    units = len(body.encode("utf-16-le")) // 2
+    return 1 if units <= 70 else -(-units // 67)
 
 
 def _list_filter_matches(kind: str, body: dict[str, Any], one: Callable[[str], str]) -> bool:

@@ -134,6 +134,19 @@ param maxSendsPerHour string = ''
 @description('Guardrail: at most one reply (auto-reply, HELP) per inbound sender in this many seconds; empty = no limit (AUTO_REPLY_MIN_INTERVAL_SECONDS).')
 param autoReplyMinIntervalSeconds string = ''
 
+@description('Pacing: on = each sender\'s messages submitted at its rate (SENDER_RATES); off = as fast as the queue delivers (PACING).')
+@allowed([
+  'on'
+  'off'
+])
+param pacing string = 'on'
+
+@description('Pacing: messages per second by sender, e.g. +18005550100=3,MG0123...=50,longcode=1; empty = defaults by number type (SENDER_RATES).')
+param senderRates string = ''
+
+@description('Pacing: seconds of a sender\'s sending that may wait in Twilio\'s queue (PACING_LEAD_SECONDS).')
+param pacingLeadSeconds string = '2'
+
 @description('Spread the app over availability zones (only in regions that offer it for Flex; adds always-ready instances). Its storage account is then ZRS, as Azure requires.')
 param zoneRedundant bool = false
 
@@ -342,6 +355,9 @@ module api 'modules/functionapp.bicep' = {
     maxSendsPerRecipientPerHour: maxSendsPerRecipientPerHour
     maxSendsPerHour: maxSendsPerHour
     autoReplyMinIntervalSeconds: autoReplyMinIntervalSeconds
+    pacing: pacing
+    senderRates: senderRates
+    pacingLeadSeconds: pacingLeadSeconds
     zoneRedundant: zoneRedundant
   }
 }

@@ -61,6 +61,12 @@ SETTINGS: tuple[Setting, ...] = (
             doc="sends of the whole app per clock hour (UTC); over it: deferred to the next hour"),
     Setting("AUTO_REPLY_MIN_INTERVAL_SECONDS",
             doc="at most one reply (auto-reply, HELP) per inbound sender in this many seconds"),
+    # Pacing (shared/pacing.py; README, Pacing): each sender's sends submitted at its real rate, from every instance.
+    Setting("PACING", "on", doc="on = submit each sender's messages at its rate (SENDER_RATES); off = as fast as "
+                                "the queue delivers"),
+    Setting("SENDER_RATES", doc="messages per second by sender: +18005550100=3,MG…=50,longcode=1 (types: longcode 1, "
+                                "tollfree 3, shortcode 100, whatsapp 80, service 1 by default)"),
+    Setting("PACING_LEAD_SECONDS", "2", doc="how many seconds of a sender's sending may wait in Twilio's queue"),
     # Read by the Python worker itself; the app sizes its HTTP connection pools to it (see thread_count_setting).
     Setting("PYTHON_THREADPOOL_THREAD_COUNT",
             doc="worker threads for sync functions per instance; unset or invalid = the worker's default, "
@@ -119,6 +125,9 @@ class Settings:
     max_sends_per_recipient_per_hour: str = ""
     max_sends_per_hour: str = ""
     auto_reply_min_interval_seconds: str = ""
+    pacing: str = "on"
+    sender_rates: str = ""
+    pacing_lead_seconds: float = 2.0
     flows_file: str = "flows.json"
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -174,6 +183,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_sends_per_recipient_per_hour=_read(env, "MAX_SENDS_PER_RECIPIENT_PER_HOUR"),
         max_sends_per_hour=_read(env, "MAX_SENDS_PER_HOUR"),
         auto_reply_min_interval_seconds=_read(env, "AUTO_REPLY_MIN_INTERVAL_SECONDS"),
+        pacing=_read(env, "PACING").lower(),
+        sender_rates=_read(env, "SENDER_RATES"),
+        pacing_lead_seconds=_number(env, "PACING_LEAD_SECONDS"),
         flows_file=_read(env, "FLOWS_FILE"),
         raw={s.name: _read(env, s.name) for s in SETTINGS if not s.secret},
     )

@@ -55,6 +55,7 @@ STATUS_MEANINGS = {
     "sent": "Twilio accepted it; waiting for its status callback",
     "failed": "dead-lettered (see last_error); nothing more will happen unless replayed",
     "rejected": "never sent: invalid message or opted-out recipient (dead-lettered)",
+    "cancelled": "never sent: cancelled (ops sends cancel) before it was submitted to Twilio",
 }
 _TWILIO_STATUSES = {"accepted", "scheduled", "queued", "sending", "delivered", "undelivered", "canceled", "read",
                     "partially_delivered", "initiated", "ringing", "in-progress", "answered", "completed", "busy",
@@ -106,6 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--since", help="changed at or after: a duration back from now (30m, 2h, 7d) or ISO-8601")
     listing.add_argument("--until", help="changed before: a duration back from now or ISO-8601")
     listing.add_argument("--limit", type=int, default=200, help="print at most N rows (default 200)")
+    cancel = sends.add_parser("cancel", parents=[common, kind],
+                              help="stop sends not yet submitted to Twilio: one id, or a whole campaign")
+    which = cancel.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", dest="cancel_id", help="the send id to cancel")
+    which.add_argument("--campaign", help="the campaign tag (the message field campaign) to cancel")
 
     poison = verbs.add_parser("poison", help="dead letters (<queue>-poison)").add_subparsers(dest="action",
                                                                                            required=True)
@@ -412,6 +418,50 @@ def sends_show(args: argparse.Namespace, out: Output) -> int:
             out.line("  in doubt: not resolved yet (a status callback or reconciliation fills it in)")
     out.document(documents[0] if len(documents) == 1 else documents)
     return EXIT_OK
+
+
+def sends_cancel(args: argparse.Namespace, out: Output) -> int:
+    """Cancel what has not reached Twilio yet. By id: the ledger row says ``cancelled`` (a row that reached
+    Twilio, or is being sent or settled right now, is reported and left alone: cancelling cannot recall a message).
+    By campaign: every message of it still waiting in our queue (pacing, ``send_at``) is dropped when it comes up."""
+    from . import ledger, pacing
+
+    if args.campaign:
+        if not outbound_campaign_ok(args.campaign):
+            raise OpsError(f"not a campaign tag: {args.campaign!r} (1-64 of A-Z a-z 0-9 . _ : -)")
+        pacing.cancel_campaign(args.campaign, by="ops")
+        out.line(f"campaign {args.campaign}: cancelled; its messages not yet submitted to Twilio will not be")
+        out.document({"campaign": args.campaign, "cancelled": True})
+        return EXIT_OK
+    ident = args.cancel_id
+    if not ID_PATTERN.fullmatch(ident):
+        raise OpsError(f"not a send id: {ident!r} (1-128 of A-Z a-z 0-9 . _ : -)")
+    results = []
+    for kind in ([args.kind] if args.kind else list(KINDS)):
+        existing = ledger.insert_if_absent(kind, ident, status="cancelled", attempts=0,
+                                           last_error="cancelled by an operator (ops sends cancel)")
+        if existing is None:
+            results.append({"kind": kind, "id": ident, "result": "cancelled (not seen yet: never sent)"})
+        elif existing.status == "cancelled":
+            results.append({"kind": kind, "id": ident, "result": "already cancelled"})
+        elif existing.reached_twilio or existing.status in ("claimed", "unknown", "sent"):
+            results.append({"kind": kind, "id": ident, "result": f"too late: {existing.status} "
+                                                                 "(reached Twilio, or being sent right now)"})
+        else:
+            try:
+                ledger.update(existing, status="cancelled", last_error="cancelled by an operator (ops sends cancel)")
+                results.append({"kind": kind, "id": ident, "result": f"cancelled (was {existing.status})"})
+            except ledger.LedgerConflictError:
+                results.append({"kind": kind, "id": ident, "result": "changed while cancelling: run it again"})
+    out.table(results, ["kind", "id", "result"])
+    out.document(results)
+    return EXIT_OK
+
+
+def outbound_campaign_ok(tag: str) -> bool:
+    from .outbound import CAMPAIGN_PATTERN
+
+    return CAMPAIGN_PATTERN.fullmatch(tag) is not None
 
 
 def _time_filter(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
@@ -1031,7 +1081,7 @@ def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO, ask: Calla
     # download." per retry); the CLI's answer is its own one line. Handlers configured by a caller still get them.
     logging.getLogger("azure").addHandler(_NULL_HANDLER)
     handlers: dict[tuple[str, str], Callable[[argparse.Namespace, Output], int]] = {
-        ("sends", "show"): sends_show, ("sends", "list"): sends_list,
+        ("sends", "show"): sends_show, ("sends", "list"): sends_list, ("sends", "cancel"): sends_cancel,
         ("poison", "list"): poison_list, ("poison", "show"): poison_show, ("poison", "replay"): poison_replay,
         ("inbound", "list"): inbound_list,
         ("poison", "purge"): lambda a, o: poison_purge(a, o, ask or _ask_tty(o)),

@@ -58,7 +58,9 @@ LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # (tab, CR, LF) and keeps the rest, so "https://ex.com/a\x00.png" would reach Twilio as something else.
 URL_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
-COMMON_FIELDS = frozenset({"id", "to", "from", "send_at"})
+COMMON_FIELDS = frozenset({"id", "to", "from", "send_at", "priority", "campaign"})
+PRIORITIES = ("normal", "high")
+CAMPAIGN_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 SMS_FIELDS = COMMON_FIELDS | {"body", "media_urls", "messaging_service_sid", "content_sid", "content_variables"}
 CALL_FIELDS = COMMON_FIELDS | {"say", "twiml", "url", "voice", "language", "timeout", "machine_detection",
                                "voicemail"}
@@ -101,6 +103,8 @@ class OutboundMessage:
     to: str
     from_: str | None
     send_at: datetime | None
+    priority: str = "normal"       # high: submitted ahead of normal messages of the same sender (shared.pacing)
+    campaign: str | None = None    # a tag: `ops sends cancel --campaign TAG` stops what has not been submitted
 
     kind: Kind = "sms"
 
@@ -254,9 +258,15 @@ def validate(kind: Kind, doc: Mapping[str, Any], default_id: str | None = None) 
     if from_ is not None and is_whatsapp(to) != is_whatsapp(from_):
         raise InvalidMessageError("from", "to and from must both be whatsapp: addresses or both phone numbers")
     send_at = _send_at(doc)
-    if kind == "sms":
-        return _validate_sms(doc, ident, to, from_, send_at)
-    return _validate_call(doc, ident, to, from_, send_at)
+    priority = _optional_string(doc, "priority") or "normal"
+    if priority not in PRIORITIES:
+        raise InvalidMessageError("priority", "must be high or normal")
+    campaign = _optional_string(doc, "campaign")
+    if campaign is not None and not matches(CAMPAIGN_PATTERN, campaign):
+        raise InvalidMessageError("campaign", "must be 1-64 of [A-Za-z0-9._:-]")
+    message = (_validate_sms(doc, ident, to, from_, send_at) if kind == "sms"
+               else _validate_call(doc, ident, to, from_, send_at))
+    return dataclasses.replace(message, priority=priority, campaign=campaign)
 
 
 def _validate_sms(doc: Mapping[str, Any], ident: str, to: str, from_: str | None,
@@ -380,8 +390,8 @@ def _validate_call(doc: Mapping[str, Any], ident: str, to: str, from_: str | Non
     return message
 
 
-# Not content: the id is the key the hash is stored under, and send_at only says when.
-_NOT_CONTENT = frozenset({"id", "send_at"})
+# Not content: the id is the key the hash is stored under; send_at, priority and campaign only say when and how.
+_NOT_CONTENT = frozenset({"id", "send_at", "priority", "campaign"})
 # Fields added after hashes were first stored: hashed only when set, so a message that does not use them keeps
 # the hash its ledger row already holds (no false id_conflict for messages in flight across an upgrade).
 _HASHED_WHEN_SET = frozenset({"content_sid", "content_variables", "voicemail"})

@@ -47,15 +47,17 @@ instead. Dead-letter = ``<queue>-poison`` gets ``{"error": {...}, "message": <th
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
 import math
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from . import destinations, guardrails, ledger, optouts, outbound, reconcile, secrets, storage, twilio_api
+from . import destinations, guardrails, ledger, optouts, outbound, pacing, reconcile, secrets, storage, twilio_api
 from .config import MissingSettingError, Settings, get_settings
 from .hostjson import queue_settings
 from .outbound import CallMessage, InvalidMessageError, Kind, OutboundMessage, SmsMessage
@@ -72,6 +74,9 @@ BUDGET_EXHAUSTED = "budget_exhausted"      # the detail of a deferral by MAX_SEN
 CONTEST_WAIT_FACTOR = 5                    # a contested send waits up to this many settle windows for callbacks
 MAX_UNREADABLE_READS = 5                   # Twilio's list unreadable this many reads in a row: ambiguous
 MAX_SID_RACES = 3                          # reconcile again at most this often when another id wins a SID
+PACED = "paced"                            # the code of a deferral by pacing (shared.pacing)
+RATE_LIMITED = "rate_limited"              # the code of a back-off after Twilio's 429 / 20429
+MAX_RATE_LIMITED_ATTEMPTS = 20             # past this many 429s in a row an id is retried as any transient error
 
 
 class RetryLaterError(RuntimeError):
@@ -88,7 +93,7 @@ class Outcome:
 
     kind: Kind
     id: str
-    result: str            # sent | duplicate | deferred | dead_lettered
+    result: str            # sent | duplicate | deferred | cancelled | dead_lettered
     sid: str = ""
     reason: str = ""
     code: str = ""
@@ -209,6 +214,13 @@ def _requeue(d: _Delivery, message: OutboundMessage, seconds: float,
 
 def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str | None]) -> Outcome:
     digest = outbound.content_hash(message)
+    # Pacing before the opt-out read: a message that must wait costs only its pacing round trips; the checks
+    # below run when its turn comes, so a STOP recorded while it waited still applies.
+    if message.campaign and pacing.campaign_cancelled(message.campaign):  # before its turn is even asked for
+        return _cancel(d, message, f"campaign {message.campaign} was cancelled")
+    paced = _pace(d, message, sender)
+    if paced is not None:
+        return paced
     if optouts.is_opted_out(message.to):
         return _refuse(d, message, "opted_out", "recipient opted out (STOP)", last_error="recipient opted out")
     held = _guardrails(d, message)
@@ -237,6 +249,8 @@ def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str 
         return _dead_letter(d, message.id, "twilio_rejected", exc.reason, to=message.to,
                             twilio_code=exc.code, http_status=exc.http_status)
     except twilio_api.TransientTwilioError as exc:
+        if _rate_limited(exc) and row.attempts < MAX_RATE_LIMITED_ATTEMPTS:
+            return _back_off(d, message, row, exc.reason)
         return _transient(d, message, row, exc.reason, maybe_sent=exc.maybe_sent)
     except secrets.SecretUnavailableError as exc:
         return _transient(d, message, row, f"secret unavailable: {exc.reason}", maybe_sent=False)
@@ -262,6 +276,78 @@ def _note_attempt(d: _Delivery, message: OutboundMessage, row: ledger.Row) -> No
     except Exception:
         _safe_update(row, status="retrying", last_error="attempt index not written; nothing sent")
         raise
+
+
+def _pace(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str | None]) -> Outcome | None:
+    """Submit at the sender's rate (``shared.pacing``): None = go now; else the message went back on the queue,
+    invisible until about its turn (not a failed try, nothing claimed). Calls are paced by Twilio itself."""
+    settings = get_settings()
+    if settings.pacing == "off" or not isinstance(message, SmsMessage):
+        return None
+    key = sender[0] or sender[1] or ""
+    rate = _sender_rates(settings.sender_rates).rate_for(key)
+    cost = pacing.segments(message.body, media=len(message.media_urls), whatsapp=message.is_whatsapp,
+                           template=bool(message.content_sid))
+    try:
+        slot = pacing.take_slot(key, cost, rate=rate, lead_seconds=max(0.0, settings.pacing_lead_seconds),
+                                ident=message.id, high=message.priority == "high",
+                                returning=message.send_at is not None)
+    except pacing.PacingBusyError as exc:
+        raise RetryLaterError(str(exc)) from None
+    if slot.submit:
+        return None
+    decoded = outbound.decode(d.body)
+    if slot.reserved:  # back with send_at = its turn: then the pacer finds its ticket instead of queueing again
+        turn = datetime.fromtimestamp(slot.not_before, timezone.utc)
+        if message.send_at is None or message.send_at < turn:
+            decoded = outbound.Decoded({**decoded.document, "send_at": turn.isoformat()}, decoded.was_base64)
+    hop = _requeue(d, message, slot.wait_seconds, decoded)
+    _log(d.kind, message.id, message.to, "deferred",
+         f"{PACED}: sender {mask_number(key)} at {rate:g}/s, {cost} segment(s), back in {hop} s")
+    return Outcome(d.kind, message.id, "deferred", reason=f"{PACED}: requeued for {hop} s", code=PACED)
+
+
+@functools.lru_cache(maxsize=4)
+def _sender_rates(text: str) -> pacing.SenderRates:
+    return pacing.parse_rates(text)
+
+
+def _cancel(d: _Delivery, message: OutboundMessage, reason: str) -> Outcome:
+    """Its campaign was cancelled before it was submitted: never sent; the row says ``cancelled``. A row that
+    already reached Twilio (or is in doubt) is left to the usual rules: cancelling cannot recall a message."""
+    existing = ledger.insert_if_absent(d.kind, message.id, status="cancelled", attempts=0, last_error=reason,
+                                       to=mask_number(message.to), content_hash=outbound.content_hash(message))
+    if existing is not None and existing.status in ("failed", "rejected", "retrying") and not existing.reached_twilio:
+        _safe_update(existing, status="cancelled", last_error=reason)
+    elif existing is not None and existing.status != "cancelled":
+        return _send_regardless_of_campaign(d, message, existing)
+    _log(d.kind, message.id, message.to, "cancelled", reason)
+    return Outcome(d.kind, message.id, "cancelled", reason=reason)
+
+
+def _send_regardless_of_campaign(d: _Delivery, message: OutboundMessage, row: ledger.Row) -> Outcome:
+    """A row that reached Twilio or is in doubt: a duplicate, or a reconciliation (which refuses to resend a
+    cancelled campaign's message it proves absent)."""
+    digest = outbound.content_hash(message)
+    decision = _existing_claim(d, message, _sender(message, get_settings()), row, digest)
+    if isinstance(decision, Outcome):
+        return decision
+    raise RetryLaterError("a send in doubt of a cancelled campaign: reconciling first")
+
+
+def _rate_limited(exc: twilio_api.TransientTwilioError) -> bool:
+    return exc.http_status == 429 or exc.code in twilio_api.RATE_LIMIT_CODES
+
+
+def _back_off(d: _Delivery, message: OutboundMessage, row: ledger.Row, reason: str) -> Outcome:
+    """Twilio's account concurrency limit (429 / 20429): nothing was created, and it is no failure of this
+    message. Back on the queue after a growing, jittered pause; the row says ``retrying``."""
+    updated = _safe_update(row, status="retrying", last_error=reason) or row
+    pause = min(60.0, 2.0 ** min(updated.attempts, 6)) * random.uniform(0.5, 1.0)
+    hop = _requeue(d, message, pause)
+    _log(d.kind, message.id, message.to, "deferred", f"{RATE_LIMITED}: {reason} (back in {hop} s)")
+    return Outcome(d.kind, message.id, "deferred", reason=f"{RATE_LIMITED}: requeued for {hop} s",
+                   code=RATE_LIMITED)
 
 
 def _refuse(d: _Delivery, message: OutboundMessage, code: str, reason: str, *, last_error: str = "",
@@ -313,6 +399,9 @@ def _defer_for_budget(d: _Delivery, message: OutboundMessage, exc: guardrails.Bu
 def _existing_claim(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str | None],
                     row: ledger.Row, digest: str) -> ledger.Row | Outcome:
     """Decide what an existing ledger row means for this delivery (see the module docstring, step 4)."""
+    if row.status == "cancelled":
+        _log(d.kind, message.id, message.to, "cancelled", f"already cancelled ({row.last_error})")
+        return Outcome(d.kind, message.id, "cancelled", reason=row.last_error)
     resendable = row.status in ("failed", "rejected") and row.fields.get("resendable") and not row.reached_twilio
     if not resendable and row.conflicts_with(digest):
         return _id_conflict(d, message, row, digest)
@@ -401,6 +490,12 @@ def _resolve_in_doubt(d: _Delivery, message: OutboundMessage, sender: tuple[str 
                             f"gave up after {row.attempts} attempts, none of them in Twilio's list; last: {doubt}",
                             to=message.to, row=row, resendable=True,
                             ledger_values={"resolution": "absent", "resolution_detail": verdict.detail})
+    if message.campaign and pacing.campaign_cancelled(message.campaign):
+        # Proven never created, and its campaign was cancelled meanwhile: not sent again.
+        _safe_update(row, status="cancelled", last_error=f"campaign {message.campaign} was cancelled",
+                     resolution="absent", resolution_detail=verdict.detail)
+        _log(d.kind, message.id, message.to, "cancelled", f"campaign {message.campaign} was cancelled")
+        return Outcome(d.kind, message.id, "cancelled", reason=f"campaign {message.campaign} was cancelled")
     log.warning("outbound %s id=%s to=%s resending: %s", d.kind, message.id, mask_number(message.to),
                 verdict.detail)
     try:

@@ -30,6 +30,8 @@ BASE_ENV = {
     "SMS_QUEUE": "outbound-sms",
     "CALL_QUEUE": "outbound-calls",
     "INBOUND_QUEUE": "inbound-sms",
+    # Pacing is on in production; tests that are about pacing turn it on (tests/integration/test_pacing_azurite.py).
+    "PACING": "off",
     "AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=bm9uZQ==;"
                            "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;"
                            "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;",
@@ -37,7 +39,7 @@ BASE_ENV = {
 _APP_SETTINGS = [
     "KEY_VAULT_URL", "AZURE_CLIENT_ID", "TWILIO_MESSAGING_SERVICE_SID", "TWILIO_API_KEY_SID", "TWILIO_API_KEY_SECRET",
     "TWILIO_API_BASE_URL", "VOICE_GREETING", "SMS_AUTO_REPLY", "FORWARD_TO_NUMBER", "SECRET_CACHE_SECONDS",
-    "TWILIO_HTTP_TIMEOUT_SECONDS",
+    "TWILIO_HTTP_TIMEOUT_SECONDS", "SENDER_RATES", "PACING_LEAD_SECONDS",
 ]
 
 

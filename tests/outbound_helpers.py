@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import random
-from typing import Any
+import socket
+from typing import Any, Iterator
 
 from shared import ledger, storage
 
@@ -18,6 +20,28 @@ def fresh_number() -> str:
     """A recipient no other test of this session uses: reconciliation looks at every unresolved send of ours to a
     recipient (the attempt index), so tests sharing one Azurite must not share recipients by accident."""
     return f"+1628555{next(_numbers) % 10000:04d}"
+
+
+@contextlib.contextmanager
+def twilio_unreachable() -> Iterator[None]:
+    """Twilio refuses connections (nothing listens on its port): observed not sent, a failed try each time."""
+    from tests.conftest import reset_app_state
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    saved = os.environ.get("TWILIO_API_BASE_URL")
+    os.environ["TWILIO_API_BASE_URL"] = f"http://127.0.0.1:{port}"
+    reset_app_state()
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("TWILIO_API_BASE_URL", None)
+        else:
+            os.environ["TWILIO_API_BASE_URL"] = saved
+        reset_app_state()
 
 
 def sms_queue() -> str:

@@ -42,6 +42,9 @@ param allowedDestinations string
 param maxSendsPerRecipientPerHour string
 param maxSendsPerHour string
 param autoReplyMinIntervalSeconds string
+param pacing string
+param senderRates string
+param pacingLeadSeconds string
 
 @description('Spread instances over availability zones (regions that offer it for Flex; keeps 2+ always-ready instances, billed).')
 param zoneRedundant bool = false
@@ -219,6 +222,18 @@ resource app 'Microsoft.Web/sites@2024-11-01' = {
         {
           name: 'AUTO_REPLY_MIN_INTERVAL_SECONDS'
           value: autoReplyMinIntervalSeconds
+        }
+        {
+          name: 'PACING'
+          value: pacing
+        }
+        {
+          name: 'SENDER_RATES'
+          value: senderRates
+        }
+        {
+          name: 'PACING_LEAD_SECONDS'
+          value: pacingLeadSeconds
         }
       ]
     }

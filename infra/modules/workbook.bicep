@@ -11,7 +11,7 @@ param workbookId string = guid(resourceGroup().id, 'switchboard-operations-workb
 
 var outcomeLogs = 'traces | where message startswith "outbound " and message has " outcome=" | parse message with "outbound " channel " id=" id " to=" to " outcome=" outcome " " detail | extend reason = iff(outcome == "dead_lettered", tostring(split(detail, ":")[0]), "")'
 var statusLogs = 'traces | where message startswith "status " | parse message with "status " channel " id=" id " to=" to " twilio=" twilio_status " row=" row_status'
-var webhookNames = '"voice", "voice_menu", "voice_recorded", "twiml_say", "sms", "status_message", "status_call", "status_amd", "status_recording", "health"'
+var webhookNames = '"voice", "voice_menu", "voice_node", "voice_recorded", "twiml_say", "sms", "status_message", "status_call", "status_amd", "status_recording", "health"'
 
 var content = {
   version: 'Notebook/1.0'

@@ -77,14 +77,15 @@ def test_cli_rejects_bad_input_with_exit_2_and_enqueues_nothing(outbound_env: An
 
 
 def test_host_moves_a_message_to_poison_only_with_a_reason(outbound_env: Any, standin_queues: Any) -> None:
-    """Always failing Twilio: the app dead-letters on the last try with the reason, so the host never has to."""
-    from tests.outbound_helpers import poison, put, sms_queue
+    """Twilio unreachable on every try: the app dead-letters on the last try with the reason, so the host never
+    has to."""
+    from tests.outbound_helpers import poison, put, sms_queue, twilio_unreachable
 
-    outbound_env.fault_rate, outbound_env.fault_choices = 1.0, ("429",)
-    host = standin_queues(visibility_timeout=0)
-    put(sms_queue(), {"id": "always-429", "to": TO, "body": "x"})
-    wait_until(lambda: host.stats.succeeded == 1 and host.wait_idle(), 30, "the message to settle")
+    with twilio_unreachable():
+        host = standin_queues(visibility_timeout=0)
+        put(sms_queue(), {"id": "always-refused", "to": TO, "body": "x"})
+        wait_until(lambda: host.stats.succeeded == 1 and host.wait_idle(), 30, "the message to settle")
     [letter] = poison(sms_queue())
-    assert letter["error"]["code"] == "retries_exhausted" and "HTTP 429" in letter["error"]["reason"]
+    assert letter["error"]["code"] == "retries_exhausted" and "cannot connect" in letter["error"]["reason"]
     assert host.stats.moved_to_poison == 0 and host.stats.failed == host.max_dequeue_count - 1
-    assert len(outbound_env.requests) == host.max_dequeue_count
+    assert outbound_env.requests == []

@@ -14,7 +14,7 @@ import pytest
 from shared import ledger, ops, optouts, sender, storage
 from tests.conftest import ROOT
 from tests.peers.ports import wait_until
-from tests.outbound_helpers import drain, put, sms_queue
+from tests.outbound_helpers import drain, put, sms_queue, twilio_unreachable
 
 TO = "+14155550123"
 
@@ -59,9 +59,13 @@ def dead_letter(outbound_env: Any, ident: str, fault: str | None, *, last_try: b
                 break
         assert outcome.result == "dead_lettered" and outcome.code == "ambiguous", outcome
         return outcome
-    if fault:
-        outbound_env.fail_next(fault)
-    outcome = sender.process("sms", sms(ident, body), f"q-{ident}", 5 if last_try else 1)
+    if fault == "unreachable":  # observed not sent on every try: retries_exhausted, resendable
+        with twilio_unreachable():
+            outcome = sender.process("sms", sms(ident, body), f"q-{ident}", 5 if last_try else 1)
+    else:
+        if fault:
+            outbound_env.fail_next(fault)
+        outcome = sender.process("sms", sms(ident, body), f"q-{ident}", 5 if last_try else 1)
     assert outcome.result == "dead_lettered", outcome
     return outcome
 
@@ -193,7 +197,7 @@ def test_poison_list_counts_by_reason_then_lists_entries_and_leaves_them_in_plac
 
 
 def test_replay_puts_a_resendable_dead_letter_back_with_its_id_and_it_is_sent(outbound_env: Any) -> None:
-    dead_letter(outbound_env, "r-1", "429")  # transient until the last try: never reached Twilio
+    dead_letter(outbound_env, "r-1", "unreachable")  # transient until the last try: never reached Twilio
     dry = run_json("poison", "replay", "--dry-run")
     assert [(e["id"], e["result"]) for e in dry["entries"]] == [("r-1", "would replay")]
     assert poison_count() == 1 and drain(sms_queue()) == []
@@ -209,8 +213,8 @@ def test_replay_puts_a_resendable_dead_letter_back_with_its_id_and_it_is_sent(ou
 
 def test_replay_keeps_the_ledger_id_when_the_original_had_none(outbound_env: Any) -> None:
     queue_message_id = f"queue-msg-{uuid.uuid4().hex[:8]}"  # Azurite's ledger is shared by the whole session
-    outbound_env.fail_next("429")
-    outcome = sender.process("sms", json.dumps({"to": TO, "body": "no id"}), queue_message_id, 5)
+    with twilio_unreachable():
+        outcome = sender.process("sms", json.dumps({"to": TO, "body": "no id"}), queue_message_id, 5)
     assert outcome.id == queue_message_id and outcome.result == "dead_lettered"
     run_json("poison", "replay")
     assert [json.loads(t)["id"] for t in drain(sms_queue())] == [queue_message_id]
@@ -361,8 +365,8 @@ def hand_written(ident: str, message: str, code: str = "transient_exhausted") ->
 
 def test_poison_replay_keeps_the_ledger_key_of_a_null_id(outbound_env: Any) -> None:
     queue_message_id = f"queue-msg-{uuid.uuid4().hex[:8]}"
-    outbound_env.fail_next("429")
-    outcome = sender.process("sms", json.dumps({"id": None, "to": TO, "body": "null id"}), queue_message_id, 5)
+    with twilio_unreachable():
+        outcome = sender.process("sms", json.dumps({"id": None, "to": TO, "body": "null id"}), queue_message_id, 5)
     assert outcome.id == queue_message_id and outcome.result == "dead_lettered"
 
     assert run_json("poison", "replay")["replayed"] == 1
@@ -378,7 +382,7 @@ def test_a_forced_replay_racing_a_ledger_update_is_reported_and_the_rest_of_the_
     raced, fine = f"race-{uuid.uuid4().hex[:8]}", f"fine-{uuid.uuid4().hex[:8]}"
     assert sender.process("sms", sms(raced), "q-race").result == "sent"
     hand_written(raced, sms(raced), code="duplicate_in_flight")  # reached Twilio: needs --force
-    dead_letter(outbound_env, fine, "429")  # never reached Twilio: replayed as is
+    dead_letter(outbound_env, fine, "unreachable")  # never reached Twilio: replayed as is
     original_view = ops.twilio_view
 
     def view_then_a_status_callback_lands(kind: Any, plan: Any, letter: Any) -> Any:
@@ -404,7 +408,7 @@ def test_a_forced_replay_racing_a_ledger_update_is_reported_and_the_rest_of_the_
 def test_poison_replay_reports_entries_holding_lone_surrogates_and_goes_on_with_the_rest(
         outbound_env: Any, dry_run: bool) -> None:
     fine = f"fine-{uuid.uuid4().hex[:8]}"
-    dead_letter(outbound_env, fine, "429")
+    dead_letter(outbound_env, fine, "unreachable")
     hand_written("bad-body", json.dumps({"id": "bad-body", "to": TO, "body": "x\ud800"}, ensure_ascii=False))
     hand_written("bad-\udc00id", "{broken")
 

@@ -17,7 +17,8 @@ import pytest
 from shared import ledger, optouts, sender
 from shared.sender import RetryLaterError
 from tests.conftest import TEST_ACCOUNT_SID, TEST_FROM
-from tests.outbound_helpers import call_queue, drain, fresh_number, poison, row, sms_queue
+from tests.outbound_helpers import call_queue, drain, fresh_number, poison, row, sms_queue, twilio_unreachable
+from tests.peers.ports import wait_until
 from tests.twilio_signing import PUBLIC_BASE_URL
 
 TO = "+14155550100"  # replaced per test by a fresh recipient (see the fixture below)
@@ -148,23 +149,29 @@ def test_permanent_twilio_error_is_dead_lettered_not_retried(outbound_env: Any, 
     assert len(outbound_env.requests) == 1
 
 
-@pytest.mark.parametrize("fault", ["429", "reset-before-connect"])
-def test_transient_error_raises_then_the_retry_sends(outbound_env: Any, fault: str, set_env: Any) -> None:
-    if fault == "reset-before-connect":
-        good = outbound_env.base_url
-        set_env(TWILIO_API_BASE_URL="http://127.0.0.1:9")  # nothing listens: connection refused
-    else:
-        outbound_env.fail_next(fault)
-    with pytest.raises(RetryLaterError):
-        sender.process_sms(sms(f"tr-{fault}"), "q", 1)
-    assert row("sms", f"tr-{fault}").status == "retrying"
-    if fault == "reset-before-connect":
-        set_env(TWILIO_API_BASE_URL=good)
-    outcome = sender.process_sms(sms(f"tr-{fault}"), "q", 2)
+def test_refused_connection_raises_then_the_retry_sends(outbound_env: Any) -> None:
+    with twilio_unreachable(), pytest.raises(RetryLaterError):
+        sender.process_sms(sms("tr-refused"), "q", 1)
+    assert row("sms", "tr-refused").status == "retrying"
+    outcome = sender.process_sms(sms("tr-refused"), "q", 2)
     assert outcome.result == "sent"
     assert len(outbound_env.created()) == 1
-    stored = row("sms", f"tr-{fault}")
+    stored = row("sms", "tr-refused")
     assert stored.status == "sent" and stored.attempts == 2
+
+
+@pytest.mark.parametrize("try_number", [1, 5])
+def test_twilio_429_backs_off_on_the_queue_and_is_no_failed_try_even_on_the_last(outbound_env: Any,
+                                                                                 try_number: int) -> None:
+    outbound_env.fail_next("429")
+    ident = f"busy-{try_number}"
+    outcome = sender.process_sms(sms(ident), "q", try_number)
+    assert outcome.result == "deferred" and outcome.code == sender.RATE_LIMITED
+    assert row("sms", ident).status == "retrying" and poison(sms_queue()) == []
+    copies: list[str] = []
+    wait_until(lambda: copies.extend(drain(sms_queue())) or copies, 15, "the backed-off copy to come back")
+    assert json.loads(copies[0])["id"] == ident
+    assert sender.process_sms(copies[0], "q2", 1).result == "sent" and len(outbound_env.created()) == 1
 
 
 @pytest.mark.parametrize("status", ["500", "503"])
@@ -195,12 +202,12 @@ def test_5xx_answer_with_nothing_created_is_resent_only_after_the_settle_window(
 
 
 def test_transient_error_on_the_last_try_is_dead_lettered_with_reason(outbound_env: Any) -> None:
-    outbound_env.fail_next("429")
     max_tries = sender.queue_settings().max_dequeue_count
-    outcome = sender.process_sms(sms("last"), "q", max_tries)
+    with twilio_unreachable():
+        outcome = sender.process_sms(sms("last"), "q", max_tries)
     assert outcome.result == "dead_lettered" and outcome.code == "retries_exhausted"
     [letter] = poison(sms_queue())
-    assert "HTTP 429 code 20429" in letter["error"]["reason"]
+    assert "cannot connect" in letter["error"]["reason"]
     assert row("sms", "last").status == "failed"
 
 
@@ -464,8 +471,8 @@ def test_corrected_message_with_the_id_of_an_invalid_one_is_sent(outbound_env: A
 
 def test_resubmitting_after_retries_exhausted_sends_and_after_a_timeout_is_found(outbound_env: Any) -> None:
     last = sender.queue_settings().max_dequeue_count
-    outbound_env.fail_next("429")
-    assert sender.process_sms(sms("exhausted"), "q", last).code == "retries_exhausted"
+    with twilio_unreachable():
+        assert sender.process_sms(sms("exhausted"), "q", last).code == "retries_exhausted"
     assert sender.process_sms(sms("exhausted"), "q2", 1).result == "sent"
     outbound_env.fail_next("slow")
     assert sender.process_sms(sms("maybe"), "q", last).result == "deferred"

@@ -1,0 +1,165 @@
+"""Pacing, priority and cancellation against Azurite and the Twilio fake (shared/pacing.py, shared/sender.py):
+a sender's messages go to Twilio at its rate and the rest wait in our queue holding their turn; high priority goes
+first; a STOP or a cancel still applies to what waits. Figures for a whole campaign: ``python -m bench.pacing``."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+
+from shared import ledger, ops, optouts, pacing, sender, storage
+from tests.outbound_helpers import fresh_number, poison, sms_queue
+
+_SENDER: dict[str, str] = {}
+
+
+@pytest.fixture
+def paced(outbound_env: Any, set_env: Any) -> Any:
+    """Pacing on, 4 messages/s for a sender of this test's own (the pacing table is shared by the session)."""
+    _SENDER["from"] = fresh_number()
+    set_env(PACING="on", SENDER_RATES=f"{_SENDER['from']}=4", PACING_LEAD_SECONDS="1")
+    return outbound_env
+
+
+def _sms(ident: str, **extra: Any) -> str:
+    return json.dumps({"id": ident, "to": fresh_number(), "from": _SENDER.get("from"), "body": "spring sale",
+                       **extra})
+
+
+def _comes_back(document: dict[str, Any]) -> sender.Outcome:
+    """Deliver a waiting message's copy as the queue does at its turn: with the send_at the pacer wrote."""
+    import time
+    from datetime import datetime, timezone
+
+    from tests.peers.ports import wait_until
+
+    ticket = pacing._read_ticket(document["id"])  # noqa: SLF001
+    assert ticket is not None, "the message holds no turn"
+    # The messages reserved before it have gone: Twilio's queue (the shard's horizon) has room again.
+    wait_until(lambda: pacing._value(pacing._read(document["from"], int(ticket["shard"])), "horizon")  # noqa
+               <= time.time() + 0.7, 10, "Twilio's queue for the sender to drain below the lead")
+    pacing._write_ticket(document["id"], time.time() + 0.75, int(ticket["shard"]))  # noqa: SLF001 - its turn now
+    copy = {**document, "send_at": datetime.now(timezone.utc).isoformat()}
+    return sender.process_sms(json.dumps(copy), f"copy-{document['id']}", 1)
+
+
+def _ids(prefix: str, n: int) -> list[str]:
+    import uuid
+
+    run = uuid.uuid4().hex[:6]
+    return [f"{prefix}-{run}-{i}" for i in range(n)]
+
+
+def test_a_burst_from_one_sender_is_submitted_at_its_rate_and_the_rest_waits_holding_its_turn(paced: Any) -> None:
+    ids = _ids("burst", 10)
+    outcomes = [sender.process_sms(_sms(i), f"q-{i}", 1) for i in ids]
+    sent = [o for o in outcomes if o.result == "sent"]
+    waiting = [o for o in outcomes if o.result == "deferred"]
+    # 4 messages/s with 0.75 s of lead for normal messages: the first few go now, nothing else reaches Twilio.
+    assert 1 <= len(sent) <= 4 and len(sent) + len(waiting) == 10
+    assert all(o.code == sender.PACED for o in waiting) and len(paced.created()) == len(sent)
+    queue = storage.queue(sms_queue())  # the copies wait in the queue, invisible until their turn, not in a thread
+    assert queue.get_queue_properties().approximate_message_count == len(waiting)
+    assert list(queue.peek_messages(max_messages=32)) == [] or len(waiting) > 4
+    turns = [pacing._read_ticket(o.id)["slot"] for o in waiting]  # noqa: SLF001 - the reserved turns
+    assert turns == sorted(turns)
+    assert all(b - a == pytest.approx(0.25, abs=1e-6) for a, b in zip(turns, turns[1:], strict=False))
+
+
+def test_a_message_coming_back_at_its_turn_is_submitted_without_queueing_again(paced: Any) -> None:
+    ids = _ids("turn", 8)
+    outcomes = {i: sender.process_sms(_sms(i), f"q-{i}", 1) for i in ids}
+    last = ids[-1]
+    assert outcomes[last].result == "deferred"
+    ticket = pacing._read_ticket(last)  # noqa: SLF001
+    # Its copy carries send_at = its turn; delivered then, it holds the slot and goes without asking again.
+    back = pacing.take_slot(_SENDER["from"], 1, rate=4, lead_seconds=1, ident=last, returning=True,
+                            now=ticket["slot"] - 0.75)
+    assert back.submit
+
+
+def test_a_high_priority_message_goes_ahead_of_a_waiting_campaign(paced: Any) -> None:
+    for i in _ids("camp", 12):
+        sender.process_sms(_sms(i, campaign="spring"), f"q-{i}", 1)
+    code = _ids("otp", 1)[0]
+    outcome = sender.process_sms(_sms(code, body="your code is 4242", priority="high"), "q-otp", 1)
+    assert outcome.result == "sent"  # not behind the 12 s of campaign still waiting in our queue
+    assert [r.send_id for r in paced.created()][-1] == code
+
+
+def test_pacing_shards_a_fast_sender_over_partitions() -> None:
+    assert pacing.shard_count(1) == 1 and pacing.shard_count(100) == 10 and pacing.shard_count(10_000) == 64
+    partitions = {pacing._row_key("12345", shard)[0] for shard in range(10)}  # noqa: SLF001
+    assert len(partitions) >= 8  # spread by hash: no one partition takes a short code's 100 MPS
+
+
+def test_a_cancelled_campaign_is_never_sent_when_its_waiting_messages_come_back(paced: Any) -> None:
+    ids = _ids("cxl", 8)
+    outcomes = {i: sender.process_sms(_sms(i, campaign="autumn-cxl"), f"q-{i}", 1) for i in ids}
+    waiting = [i for i, o in outcomes.items() if o.result == "deferred"]
+    assert waiting
+    out = io.StringIO()
+    assert ops.main(["sends", "cancel", "--campaign", "autumn-cxl"], stdout=out, stderr=io.StringIO()) == 0
+    before = len(paced.created())
+    for ident in waiting:  # each comes back (its copy), as the queue would deliver it at its turn
+        back = _comes_back(json.loads(_sms(ident, campaign="autumn-cxl")))
+        assert back.result == "cancelled"
+        assert ledger.get("sms", ident).status == "cancelled"
+    assert len(paced.created()) == before
+
+
+def test_an_id_cancelled_before_it_is_submitted_is_never_sent(outbound_env: Any) -> None:
+    ident = _ids("one", 1)[0]
+    out = io.StringIO()
+    assert ops.main(["sends", "cancel", "--id", ident, "--kind", "sms", "--json"], stdout=out,
+                    stderr=io.StringIO()) == 0
+    assert "cancelled" in json.loads(out.getvalue())[0]["result"]
+    assert sender.process_sms(_sms(ident), "q", 1).result == "cancelled"
+    assert outbound_env.created() == [] and ledger.get("sms", ident).status == "cancelled"
+
+
+def test_a_sent_id_cannot_be_cancelled_and_the_cli_says_so(outbound_env: Any) -> None:
+    ident = _ids("late", 1)[0]
+    assert sender.process_sms(_sms(ident), "q", 1).result == "sent"
+    out = io.StringIO()
+    assert ops.main(["sends", "cancel", "--id", ident, "--kind", "sms"], stdout=out, stderr=io.StringIO()) == 0
+    assert "too late" in out.getvalue() and ledger.get("sms", ident).status == "sent"
+
+
+def test_a_stop_recorded_while_a_message_waits_applies_when_it_comes_back(paced: Any) -> None:
+    ids = _ids("stop", 8)
+    to = fresh_number()
+    documents = [{**json.loads(_sms(i)), "to": to if n == 7 else fresh_number()} for n, i in enumerate(ids)]
+    outcomes = {d["id"]: sender.process_sms(json.dumps(d), f"q-{d['id']}", 1) for d in documents}
+    assert outcomes[ids[7]].result == "deferred"
+    optouts.record_optout(to, "STOP")
+    back = _comes_back(documents[7])
+    assert back.result == "dead_lettered" and back.code == "opted_out"
+    assert [e["error"]["code"] for e in poison(sms_queue())] == ["opted_out"]
+
+
+@pytest.mark.parametrize("body,media,whatsapp,expected", [
+    ("a" * 160, 0, False, 1), ("a" * 161, 0, False, 2), ("a" * 306, 0, False, 2), ("a" * 307, 0, False, 3),
+    ("€" * 80, 0, False, 1), ("€" * 81, 0, False, 2),   # the euro sign is a GSM-7 extension: two septets
+    ("é" * 160, 0, False, 1),                           # é is in GSM-7's basic table
+    ("ж" * 70, 0, False, 1), ("ж" * 71, 0, False, 2), ("ж" * 134, 0, False, 2), ("ж" * 135, 0, False, 3),
+    ("😀" * 35, 0, False, 1), ("😀" * 36, 0, False, 2),  # two UTF-16 units each
+    ("a" * 1000, 1, False, 1), ("a" * 1000, 0, True, 1),
+])
+def test_segments_are_counted_as_twilio_counts_them(body: str, media: int, whatsapp: bool, expected: int) -> None:
+    assert pacing.segments(body, media=media, whatsapp=whatsapp) == expected
+
+
+def test_sender_rates_setting_is_parsed_and_bad_values_name_the_setting() -> None:
+    from shared.config import InvalidSettingError
+
+    rates = pacing.parse_rates("+18005550100=3, MG" + "a" * 32 + "=50, longcode=2")
+    assert rates.rate_for("+18005550100") == 3 and rates.rate_for("MG" + "a" * 32) == 50
+    assert rates.rate_for("+14155550100") == 2 and rates.rate_for("+18335550100") == 3  # toll-free default
+    assert rates.rate_for("12345") == 100 and rates.rate_for("whatsapp:+14155550100") == 80
+    for bad in ("+1415=abc", "=3", "+1415=0", "+1415=-1", "+1415=nan", "+1415=1e9"):
+        with pytest.raises(InvalidSettingError, match="SENDER_RATES"):
+            pacing.parse_rates(bad)
