@@ -572,7 +572,7 @@ def test_poison_show_prints_a_plain_text_dead_letter_whole_with_its_reason_and_w
 
 
 def test_poison_show_prints_the_original_json_and_says_what_replay_would_do(outbound_env: Any) -> None:
-    dead_letter(outbound_env, "show-r", "429")
+    dead_letter(outbound_env, "show-r", "unreachable")
     code, out, _ = run("poison", "show", "show-r")
     assert code == 0
     assert "`poison replay --id show-r` puts it back on its queue" in out
