@@ -141,22 +141,8 @@ def _get(partition: str, row_key: str) -> Any:
 
 
 def _write(existing: Any, entity: dict[str, Any]) -> bool:
-    """Insert ``entity`` if ``existing`` is None, else MERGE it over ``existing`` if unchanged since read.
-    False when another writer got there first (re-read and decide again)."""
-    from azure.core import MatchConditions
-    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-    from azure.data.tables import UpdateMode
-
-    table = storage.table(TABLE)
-    try:
-        if existing is None:
-            table.create_entity(entity)
-        else:
-            table.update_entity(entity, mode=UpdateMode.MERGE, etag=existing.metadata["etag"],
-                                match_condition=MatchConditions.IfNotModified)
-        return True
-    except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
-        return False
+    """Insert, or MERGE over ``existing`` if unchanged since read; False when another writer got there first."""
+    return storage.write_if_unchanged(TABLE, existing, entity)
 
 
 def _back_off(attempt: int) -> None:

@@ -230,22 +230,8 @@ def _read(sender: str, shard: int) -> Any:
 
 
 def _write(sender: str, shard: int, existing: Any, values: dict[str, float]) -> bool:
-    from azure.core import MatchConditions
-    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-    from azure.data.tables import UpdateMode
-
     partition, key = _row_key(sender, shard)
-    entity = {"PartitionKey": partition, "RowKey": key, **values}
-    table = storage.table(TABLE)
-    try:
-        if existing is None:
-            table.create_entity(entity)
-        else:
-            table.update_entity(entity, mode=UpdateMode.MERGE, etag=existing.metadata["etag"],
-                                match_condition=MatchConditions.IfNotModified)
-        return True
-    except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
-        return False
+    return storage.write_if_unchanged(TABLE, existing, {"PartitionKey": partition, "RowKey": key, **values})
 
 
 # ---------------------------------------------------------------- campaign cancellation

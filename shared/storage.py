@@ -213,6 +213,26 @@ def table(name: str) -> Any:
     return client
 
 
+def write_if_unchanged(table_name: str, existing: Any, entity: dict[str, Any]) -> bool:
+    """Insert ``entity`` when ``existing`` is None, else MERGE it over ``existing`` only if that row is unchanged
+    since it was read (its etag). False when another writer got there first: re-read and decide again. The one
+    primitive behind every shared counter (guardrails, pacing)."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+    from azure.data.tables import UpdateMode
+
+    client = table(table_name)
+    try:
+        if existing is None:
+            client.create_entity(entity)
+        else:
+            client.update_entity(entity, mode=UpdateMode.MERGE, etag=existing.metadata["etag"],
+                                 match_condition=MatchConditions.IfNotModified)
+        return True
+    except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+        return False
+
+
 def queue(name: str) -> Any:
     """A ``QueueClient`` for ``name``, made once per process; the queue is created on first use."""
     from azure.core.exceptions import ResourceExistsError

@@ -7,11 +7,7 @@ the proxy was asked for their host; for Key Vault (the fake is on 127.0.0.1) the
 
 from __future__ import annotations
 
-import select
-import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -19,73 +15,12 @@ from azure.core.exceptions import ServiceRequestError
 
 from shared import secrets, storage, twilio_api, transport
 from shared.outbound import parse
-from tests.conftest import VAULT_AUTH_TOKEN, reset_app_state
+from tests.conftest import VAULT_AUTH_TOKEN
+from tests.peers.connect_proxy import ConnectProxy
 from tests.peers.keyvault import FakeCredential
 
 
-class _ConnectProxy(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _ProxyHandler)
-        self.tunnels: list[str] = []
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _ProxyHandler(BaseHTTPRequestHandler):
-    server: _ConnectProxy
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-        pass
-
-    def do_CONNECT(self) -> None:  # noqa: N802 - http.server's naming
-        with self.server.lock:
-            self.server.tunnels.append(self.path)
-        host, _, port = self.path.rpartition(":")
-        if host != "127.0.0.1":
-            self.send_error(502, "this test proxy only tunnels to 127.0.0.1")
-            return
-        upstream = socket.create_connection((host, int(port)), timeout=5)
-        self.send_response(200, "Connection established")
-        self.end_headers()
-        self._pipe(self.connection, upstream)
-
-    @staticmethod
-    def _pipe(client: socket.socket, upstream: socket.socket) -> None:
-        sockets = [client, upstream]
-        try:
-            while True:
-                readable, _, broken = select.select(sockets, [], sockets, 5)
-                if broken or not readable:
-                    return
-                for sock in readable:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    (upstream if sock is client else client).sendall(data)
-        finally:
-            upstream.close()
-
-
-@pytest.fixture
-def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[_ConnectProxy]:
-    server = _ConnectProxy()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
-                 "NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTPS_PROXY", server.url)
-    reset_app_state()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-def test_https_proxy_carries_twilio_requests(proxy: _ConnectProxy, set_env: Any) -> None:
+def test_https_proxy_carries_twilio_requests(proxy: ConnectProxy, set_env: Any) -> None:
     set_env(TWILIO_API_BASE_URL="https://api.twilio.com")
     message, _ = parse("sms", b'{"id": "proxy-1", "to": "+14155550100", "body": "hi"}', "qm-1")
     with pytest.raises(twilio_api.TransientTwilioError):
@@ -93,19 +28,19 @@ def test_https_proxy_carries_twilio_requests(proxy: _ConnectProxy, set_env: Any)
     assert proxy.tunnels == ["api.twilio.com:443"]
 
 
-def test_https_proxy_carries_storage_requests(proxy: _ConnectProxy, set_env: Any) -> None:
+def test_https_proxy_carries_storage_requests(proxy: ConnectProxy, set_env: Any) -> None:
     set_env(AzureWebJobsStorage="DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=bm9uZQ==;"
                                 "TableEndpoint=https://acct.table.core.windows.net;")
     assert storage.storage_reachable() is False  # the proxy refuses to go further
     assert proxy.tunnels == ["acct.table.core.windows.net:443"]
 
 
-def test_https_proxy_carries_key_vault_reads(proxy: _ConnectProxy, keyvault: Any) -> None:
+def test_https_proxy_carries_key_vault_reads(proxy: ConnectProxy, keyvault: Any) -> None:
     assert secrets.get_secret(secrets.AUTH_TOKEN) == VAULT_AUTH_TOKEN
     assert proxy.tunnels == [keyvault.url.removeprefix("https://").rstrip("/")]
 
 
-def test_no_proxy_hosts_bypass_the_proxy(proxy: _ConnectProxy, keyvault: Any, set_env: Any) -> None:
+def test_no_proxy_hosts_bypass_the_proxy(proxy: ConnectProxy, keyvault: Any, set_env: Any) -> None:
     set_env(NO_PROXY="localhost,127.0.0.1")
     assert secrets.get_secret(secrets.AUTH_TOKEN) == VAULT_AUTH_TOKEN
     assert proxy.tunnels == []
@@ -126,7 +61,7 @@ def test_requests_ca_bundle_verifies_key_vault_tls(keyvault: Any, set_env: Any,
     assert secrets.get_secret(secrets.AUTH_TOKEN) == VAULT_AUTH_TOKEN
 
 
-def test_https_proxy_carries_table_operations_and_nothing_is_sent(proxy: _ConnectProxy, set_env: Any) -> None:
+def test_https_proxy_carries_table_operations_and_nothing_is_sent(proxy: ConnectProxy, set_env: Any) -> None:
     set_env(AzureWebJobsStorage="DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=bm9uZQ==;"
                                 "TableEndpoint=https://acct.table.core.windows.net;")
     with pytest.raises(ServiceRequestError):  # the proxy refuses to go further: nothing was sent

@@ -18,7 +18,7 @@ import pytest
 from shared import storage, twilio_api, transport
 from shared.outbound import validate
 from shared.twilio_api import TransientTwilioError
-from tests.conftest import TEST_FROM, reset_app_state
+from tests.conftest import TEST_FROM
 from tests.peers.fault_peer import FaultPeer
 from tests.peers.keyvault import make_certificate
 
@@ -123,24 +123,6 @@ def test_twilio_requests_use_the_sdks_client_with_no_retries_a_timeout_and_a_poo
 
 
 # ---------------------------------------------------------------- proxy and CA, through the library path
-
-
-@pytest.fixture
-def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from tests.integration.test_proxy_and_ca_settings import _ConnectProxy
-
-    import threading
-
-    server = _ConnectProxy()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
-                 "NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTPS_PROXY", server.url)
-    reset_app_state()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 def test_a_proxy_refusing_the_tunnel_never_reached_twilio(proxy: Any, set_env: Any) -> None:
