@@ -92,3 +92,43 @@ def test_a_send_twilio_accepted_is_not_sent_again_when_recording_it_hits_storage
         sender.process_sms(sms(ident), "q", 2)
     assert len(outbound_env.created()) == 1
     assert ledger.get("sms", ident).status == "claimed"
+
+
+@pytest.mark.parametrize("mode", ["refused", "close_after_request", "hang_after_request"])
+def test_tables_unreachable_on_the_last_try_dead_letters_with_the_reason_while_the_queue_works(
+        outbound_env: Any, set_env: Any, monkeypatch: Any, mode: str) -> None:
+    """The tables down (refused, reset mid-request, or silent), the queues up: on the last try the message goes to
+    poison with our reason (the host never poisons it itself), and nothing is sent."""
+    import socket
+
+    from tests.outbound_helpers import poison, sms_queue
+    from tests.peers.fault_peer import FaultPeer
+
+    if mode == "refused":
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        closed.close()
+    else:
+        peer = FaultPeer(mode)
+        monkeypatch.setattr(peer, "mode", mode)
+        port = peer.port
+    connection = storage.connection_string().replace(f"127.0.0.1:{_table_port()}", f"127.0.0.1:{port}")
+    monkeypatch.setattr(storage, "STORAGE_TIMEOUT_SECONDS", 1)
+    monkeypatch.setattr(storage, "STORAGE_RETRIES", 0)
+    set_env(AzureWebJobsStorage=connection)
+    last = sender.queue_settings().max_dequeue_count
+    ident = f"tables-down-{mode}"
+    outcome = sender.process_sms(json.dumps({"id": ident, "to": "+14155550100", "body": "x"}), "q", last)
+    assert outcome.result == "dead_lettered" and outcome.code == "retries_exhausted"
+    [letter] = poison(sms_queue())
+    assert letter["error"]["reason"].startswith("storage") and letter["error"]["id"] == ident
+    assert outbound_env.created() == []
+
+
+def _table_port() -> int:
+    import re
+
+    from shared import storage
+
+    return int(re.search(r"TableEndpoint=http://127\.0\.0\.1:(\d+)/", storage.connection_string()).group(1))
