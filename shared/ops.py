@@ -561,6 +561,16 @@ class DeadLetter:
                 "message_id": self.message_id}
 
 
+def _json_object(content: Any) -> tuple[str, dict[str, Any] | None]:
+    """A queue message's text, and the JSON object it holds (None when it holds none)."""
+    text = content if isinstance(content, str) else str(content)
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return text, None
+    return text, document if isinstance(document, dict) else None
+
+
 def poison_queues(kind: str | None) -> list[tuple[Kind, str, str]]:
     """(kind, queue, poison queue) for the queues the app reads (SMS_QUEUE / CALL_QUEUE settings)."""
     from .sender import poison_queue_name, queue_name_for
@@ -578,13 +588,9 @@ def hold_dead_letters(poison_queue: str, out: Output) -> list[DeadLetter]:
         if not batch:
             return held
         for message in batch:
-            text = message.content if isinstance(message.content, str) else str(message.content)
-            try:
-                document = json.loads(text)
-            except ValueError:
-                document = None
-            held.append(DeadLetter(poison_queue, message.id, message.pop_receipt, text,
-                                   document if isinstance(document, dict) else None, message.inserted_on))
+            text, document = _json_object(message.content)
+            held.append(DeadLetter(poison_queue, message.id, message.pop_receipt, text, document,
+                                   message.inserted_on))
             out.progress("dead letters", len(held))
 
 
@@ -980,12 +986,8 @@ def inbound_list(args: argparse.Namespace, out: Output) -> int:
         messages = list(client.peek_messages(max_messages=min(32, limit)))
     events, rows = [], []
     for message in messages:
-        text = message.content if isinstance(message.content, str) else str(message.content)
-        try:
-            event = json.loads(text)
-        except ValueError:
-            event = None
-        event = event if isinstance(event, dict) else {"type": "unreadable", "text": text}
+        text, parsed = _json_object(message.content)
+        event = parsed if parsed is not None else {"type": "unreadable", "text": text}
         events.append(event)
         summary = event.get("body") if event.get("type") == "sms" else (
             event.get("recording_url") or event.get("text") or "")
