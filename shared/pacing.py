@@ -12,18 +12,21 @@ How (one budget for all instances, on Table storage, table ``pacing``):
   ``ceil(R / SHARD_MPS)`` shards, each a row on its own spread partition holding R/shards, so no partition takes
   more than ~``SHARD_MPS`` writes/s even at a short code's 100 MPS. A message reads two random shards and uses the
   one that is free sooner (two choices keep shards even).
-- A shard row keeps ``next_free``: when its next segment may go out. A message costing ``n`` segments takes the
-  slot ``max(now, next_free)`` and moves ``next_free`` by ``n / rate`` (one etag-guarded MERGE; a lost race
-  re-reads). A slot within the lead (``NORMAL_SHARE`` of it) is submitted now. A later slot is *reserved*: a
-  ticket row (``ticket-xx``, RowKey = the id) holds it, and the message goes back on our queue with ``send_at`` =
-  its slot less the lead, invisible until then; when it comes back (a ``send_at`` is what makes the pacer look for
-  a ticket: one read, only for such messages) it is submitted at once. So a campaign keeps its order, and Twilio's
-  queue holds about the lead. Every submission also moves the shard's ``horizon`` (how far Twilio's queue
-  reaches), and nothing is submitted past ``now + lead``: a message that comes back late (a busy host) waits a
-  moment more rather than arrive in a burst.
-- ``priority: high`` (one-time codes, alerts) never waits for a slot: it is submitted at once and moves
-  ``next_free``, so it waits in Twilio's queue behind at most the lead's worth of a campaign's segments (the rest
-  of the campaign is still in our queue), and later arrivals queue behind it.
+- A shard row keeps ``horizon``, how far Twilio's queue for it reaches (each submission adds ``n / rate`` for
+  ``n`` segments), and ``next_free``, the end of the turns handed out. A message goes now when Twilio's queue
+  would still end within its share of the lead (``NORMAL_SHARE``, ``HIGH_SHARE``); an idle queue counts from
+  ``TRANSIT_SHARE`` of the lead ahead, the time a paced message takes to reach Twilio. Whoever is in hand when
+  there is room goes: a message whose holder is late (a busy host) or whose turn went unused (a STOP, a cancel;
+  ``give_back`` returns a granted room that was not used) does not leave Twilio's queue dry.
+- Otherwise a normal message takes the next turn (``next_free`` moves by its ``n / rate``; one etag-guarded MERGE,
+  a lost race re-reads): a ticket row (``ticket-xx``, RowKey = the id) holds it, and the message goes back on our
+  queue with ``send_at`` = its turn, invisible until ``EARLY_RETURN_SECONDS`` before it. When it comes back (a
+  ``send_at`` is what makes the pacer look for a ticket: one read, only for such messages) it goes as soon as
+  there is room, asking again within a second or two if not, without losing its place. So a campaign keeps
+  about its order, and Twilio's queue holds about the lead.
+- ``priority: high`` (one-time codes, alerts) never takes a turn: it goes whenever Twilio's queue is within the
+  whole lead, so it waits there behind at most the lead's worth of a campaign (the rest of the campaign is still
+  in our queue, where STOP and cancel apply), and later turns queue behind it.
 - Nothing is dropped: a message sent back comes back. No thread waits for a slot.
 
 Segments are counted as Twilio counts them (:func:`segments`): GSM-7 160 per message or 153 per part of a long
@@ -47,7 +50,12 @@ TABLE = "pacing"
 CANCELLATIONS = "cancellations"
 SHARD_MPS = 10.0          # the most one shard row (one partition) paces
 NORMAL_SHARE = 0.75       # normal messages fill this share of the lead; the rest is room for high priority
+HIGH_SHARE = 1.0          # high ones fill up to this share of the lead
+TRANSIT_SHARE = 0.25      # an idle queue restarts this share of the lead from now: the time a paced message takes
+                          # to reach Twilio (our checks, the claim, the request), so it does not arrive on top
 MAX_SHARDS = 64
+EARLY_RETURN_SECONDS = 1.0    # a waiting message comes back this much before its turn: a turn left unused is filled
+ROOM_SLACK = 0.001       # seconds: float rounding, not a tolerance
 MAX_TRIES = 8             # re-reads after lost races before giving up for this delivery (it is retried)
 # Messages per second by sender type when SENDER_RATES does not name the sender (Twilio's documented defaults
 # for an unregistered account; a 10DLC campaign's rate comes from its trust tier: set it in SENDER_RATES).
@@ -130,6 +138,8 @@ class Slot:
     wait_seconds: float = 0.0
     reserved: bool = False
     not_before: float = 0.0
+    shard: int = 0
+    step: float = 0.0   # seconds of the shard's sending this message takes
 
 
 def shard_count(rate: float) -> int:
@@ -153,7 +163,8 @@ def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, ident
               returning: bool = False, now: float | None = None) -> Slot:
     """Ask for ``cost`` segments of ``sender``'s rate for message ``ident`` (see the module docstring).
     ``returning``: the message carries a ``send_at`` (ours, when the pacer sent it back), so it may hold a ticket."""
-    ahead = lead_seconds if high else lead_seconds * NORMAL_SHARE
+    ahead = lead_seconds * (HIGH_SHARE if high else NORMAL_SHARE)
+    transit = lead_seconds * TRANSIT_SHARE
     shards = shard_count(rate)
     shard_rate = rate / shards
     step = cost / shard_rate
@@ -168,36 +179,44 @@ def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, ident
     for _ in range(MAX_TRIES):
         moment = time.time() if now is None else now
         next_free, horizon = _value(row, "next_free"), _value(row, "horizon")
-        # Twilio's queue reaches to ``horizon``: submit only while that is within the lead (high) or its share.
-        room = horizon <= moment + ahead + 0.01
-        values: dict[str, float] = {}
-        if ticket is not None:
-            turn = float(ticket.get("slot", 0.0) or 0.0) - ahead
-            if turn <= moment + 1.0 and room:  # its reserved turn (visibility counts whole seconds)
-                values, decision = {"horizon": max(moment, horizon) + step}, Slot(True)
-            else:
-                wait = max(turn - moment, horizon - ahead - moment, 1.0)
-                return Slot(False, wait, reserved=True, not_before=max(turn, moment + wait))
-        elif high:
-            if not room:  # the reserve is used up for a moment: ask again shortly, ahead of the queue
-                return Slot(False, max(1.0, horizon - ahead - moment))
-            values = {"horizon": max(moment, horizon) + step, "next_free": max(moment, next_free) + step}
-            decision = Slot(True)
+        # Twilio's queue reaches to ``horizon``; this message may go while it would still end within ``ahead``.
+        # Whoever is in hand when there is room goes (a ticket's turn is when to come back, not a gate), so
+        # Twilio's queue never runs dry while a holder is late (a busy host) or a turn went unused (STOP, cancel).
+        after = max(moment + transit, horizon) + step
+        if after <= moment + ahead + ROOM_SLACK:
+            values = {"horizon": after}
+            if ticket is None:  # not counted in the reservations yet: later ones go behind it
+                values["next_free"] = max(moment, next_free) + step
+            decision = Slot(True, shard=shard, step=step)
+        elif ticket is not None:  # keeps its place: back as soon as Twilio's queue has room for it
+            wait = max(1.0, after - ahead - moment)
+            return Slot(False, wait, reserved=True, not_before=moment + wait)
+        elif high:  # the reserve is used up for a moment: ask again shortly, ahead of the queue
+            return Slot(False, max(1.0, after - ahead - moment))
         else:
-            slot = max(moment, next_free)
-            if slot <= moment + ahead and room:
-                values = {"next_free": slot + step, "horizon": max(moment, horizon) + step}
-                decision = Slot(True)
-            else:
-                slot = max(slot, horizon)
-                values = {"next_free": slot + step}
-                decision = Slot(False, max(1.0, slot - ahead - moment), reserved=True, not_before=slot - ahead)
+            slot = max(moment, next_free, horizon)
+            values = {"next_free": slot + step}
+            turn = slot - ahead - EARLY_RETURN_SECONDS
+            decision = Slot(False, max(1.0, turn - moment), reserved=True, not_before=turn)
         if _write(sender, shard, row, values):
             if decision.reserved:
-                _write_ticket(ident, decision.not_before + ahead, shard)
+                _write_ticket(ident, decision.not_before + ahead + EARLY_RETURN_SECONDS, shard)
             return decision
         row = _read(sender, shard)
     raise PacingBusyError(f"pacing: {MAX_TRIES} lost races for one shard of a sender; retrying later")
+
+
+def give_back(sender: str, granted: Slot) -> None:
+    """A submission was granted and then not made (the recipient sent STOP while it waited, a guardrail held it):
+    take its segments off the shard's horizon, so the room goes to the next message rather than stay unused.
+    Best effort: a lost race or a storage error only costs that room."""
+    for _ in range(MAX_TRIES):
+        row = _read(sender, granted.shard)
+        horizon, moment = _value(row, "horizon"), time.time()
+        if row is None or horizon <= moment:
+            return
+        if _write(sender, granted.shard, row, {"horizon": max(moment, horizon - granted.step)}):
+            return
 
 
 def _value(row: Any, name: str) -> float:

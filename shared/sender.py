@@ -219,12 +219,14 @@ def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str 
     if message.campaign and pacing.campaign_cancelled(message.campaign):  # before its turn is even asked for
         return _cancel(d, message, f"campaign {message.campaign} was cancelled")
     paced = _pace(d, message, sender)
-    if paced is not None:
+    if isinstance(paced, Outcome):
         return paced
     if optouts.is_opted_out(message.to):
+        _give_back(sender, paced)
         return _refuse(d, message, "opted_out", "recipient opted out (STOP)", last_error="recipient opted out")
     held = _guardrails(d, message)
     if held is not None:
+        _give_back(sender, paced)
         return held
     twilio_api.get_client()  # credentials must be readable before we claim (else: retry, nothing claimed)
 
@@ -278,9 +280,11 @@ def _note_attempt(d: _Delivery, message: OutboundMessage, row: ledger.Row) -> No
         raise
 
 
-def _pace(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str | None]) -> Outcome | None:
-    """Submit at the sender's rate (``shared.pacing``): None = go now; else the message went back on the queue,
-    invisible until about its turn (not a failed try, nothing claimed). Calls are paced by Twilio itself."""
+def _pace(d: _Delivery, message: OutboundMessage,
+          sender: tuple[str | None, str | None]) -> Outcome | pacing.Slot | None:
+    """Submit at the sender's rate (``shared.pacing``): a granted Slot (or None, not paced) = go now; an Outcome =
+    the message went back on the queue, invisible until about its turn (not a failed try, nothing claimed).
+    Calls are paced by Twilio itself."""
     settings = get_settings()
     if settings.pacing == "off" or not isinstance(message, SmsMessage):
         return None
@@ -295,7 +299,7 @@ def _pace(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str 
     except pacing.PacingBusyError as exc:
         raise RetryLaterError(str(exc)) from None
     if slot.submit:
-        return None
+        return slot
     decoded = outbound.decode(d.body)
     if slot.reserved:  # back with send_at = its turn: then the pacer finds its ticket instead of queueing again
         turn = datetime.fromtimestamp(slot.not_before, timezone.utc)
@@ -305,6 +309,16 @@ def _pace(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str 
     _log(d.kind, message.id, message.to, "deferred",
          f"{PACED}: sender {mask_number(key)} at {rate:g}/s, {cost} segment(s), back in {hop} s")
     return Outcome(d.kind, message.id, "deferred", reason=f"{PACED}: requeued for {hop} s", code=PACED)
+
+
+def _give_back(sender: tuple[str | None, str | None], granted: pacing.Slot | None) -> None:
+    """Granted a submission but not making it: its room goes to the next message (``pacing.give_back``)."""
+    if granted is None:
+        return
+    try:
+        pacing.give_back(sender[0] or sender[1] or "", granted)
+    except Exception as exc:  # noqa: BLE001 - only throughput is lost; the message's outcome stands
+        log.warning("pacing: room not given back (%s)", type(exc).__name__)
 
 
 @functools.lru_cache(maxsize=4)
