@@ -7,12 +7,14 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 
-from shared import routes
+from shared import outcomes, routes
 from shared.webhooks import WebhookRequest
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 STORAGE = {"connection": "AzureWebJobsStorage"}
 INBOUND = {"arg_name": "inbound", "queue_name": "%INBOUND_QUEUE%", **STORAGE}
+# Status callbacks put outcome events here (the send path writes its own with the SDK); see shared/outcomes.py.
+OUTCOMES = {"arg_name": "outcome", "queue_name": outcomes.output_queue_binding_name(), **STORAGE}
 
 
 def _request(req: func.HttpRequest) -> WebhookRequest:
@@ -20,9 +22,12 @@ def _request(req: func.HttpRequest) -> WebhookRequest:
     return WebhookRequest(req.method, url.path, url.query, dict(req.headers), req.get_body() or b"")
 
 
-def _response(reply: routes.Reply, inbound: func.Out[str] | None = None) -> func.HttpResponse:
+def _response(reply: routes.Reply, inbound: func.Out[str] | None = None,
+              outcome: func.Out[str] | None = None) -> func.HttpResponse:
     if inbound is not None and reply.event is not None:
         inbound.set(reply.event)
+    if outcome is not None and reply.outcome is not None:
+        outcome.set(reply.outcome)
     return func.HttpResponse(reply.body, status_code=reply.status, mimetype=reply.content_type.split(";")[0],
                              charset="utf-8")
 
@@ -82,13 +87,15 @@ def place_call(msg: func.QueueMessage) -> None:
 
 
 @app.route(route="status/message", methods=["POST"])
-def status_message(req: func.HttpRequest) -> func.HttpResponse:
-    return _response(routes.status_message(_request(req)))
+@app.queue_output(**OUTCOMES)
+def status_message(req: func.HttpRequest, outcome: func.Out[str]) -> func.HttpResponse:
+    return _response(routes.status_message(_request(req)), outcome=outcome)
 
 
 @app.route(route="status/call", methods=["POST"])
-def status_call(req: func.HttpRequest) -> func.HttpResponse:
-    return _response(routes.status_call(_request(req)))
+@app.queue_output(**OUTCOMES)
+def status_call(req: func.HttpRequest, outcome: func.Out[str]) -> func.HttpResponse:
+    return _response(routes.status_call(_request(req)), outcome=outcome)
 
 
 @app.route(route="status/amd", methods=["POST"])

@@ -529,7 +529,7 @@ class TwilioFake:
     # ------------------------------------------------------------ status callbacks
 
     def post_status_callback(self, record: Recorded, status: str, *, token: str, deliver_to: str | None = None,
-                             error_code: str = "") -> requests.Response:
+                             error_code: str = "", extra: dict[str, str] | None = None) -> requests.Response:
         """POST Twilio's status callback for ``record`` to its StatusCallback URL, signed with ``token``.
 
         ``deliver_to`` replaces scheme+host of the URL (the public URL is signed; the app listens on loopback).
@@ -543,6 +543,7 @@ class TwilioFake:
             params.update(CallSid=record.sid, CallStatus=status, Direction="outbound-api")
         if error_code:
             params["ErrorCode"] = error_code
+        params.update(extra or {})  # e.g. CallDuration, AnsweredBy
         return _post_signed(url, params, token=token, deliver_to=deliver_to)
 
     # ------------------------------------------------------------ read-back and phone numbers

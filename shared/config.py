@@ -43,6 +43,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SMS_QUEUE", "outbound-sms", doc="queue of SMS/MMS to send"),
     Setting("CALL_QUEUE", "outbound-calls", doc="queue of calls to place"),
     Setting("INBOUND_QUEUE", "inbound-sms", doc="queue receiving inbound SMS and voicemail events"),
+    Setting("OUTCOMES_QUEUE", "outbound-outcomes",
+            doc="queue receiving an event per outcome of each queued send (shared/outcomes.py); empty or off = none"),
     Setting("VOICE_GREETING", "Hello from Azure!", doc="said when a call comes in"),
     Setting("SMS_AUTO_REPLY", doc="reply to ordinary inbound SMS; empty = no reply"),
     Setting("FORWARD_TO_NUMBER", doc="menu option 0 dials this number; empty = option off"),

@@ -183,7 +183,8 @@ def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, ident
         # Whoever is in hand when there is room goes (a ticket's turn is when to come back, not a gate), so
         # Twilio's queue never runs dry while a holder is late (a busy host) or a turn went unused (STOP, cancel).
         after = max(moment + transit, horizon) + step
-        if after <= moment + ahead + ROOM_SLACK:
+        # (An idle queue always takes one message: a segment may last longer than the lead at a slow rate.)
+        if after <= moment + ahead + ROOM_SLACK or horizon <= moment:
             values = {"horizon": after}
             if ticket is None:  # not counted in the reservations yet: later ones go behind it
                 values["next_free"] = max(moment, next_free) + step

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from . import __version__, secrets, storage
+from . import __version__, outcomes, secrets, storage
 from .config import MissingSettingError, get_settings
 from .throttled_log import log_throttled
 from .webhooks import MalformedRequestError, Params, WebhookRejected, WebhookRequest, verify
@@ -34,12 +34,13 @@ _MESSAGE_INDEX = re.compile(r"[0-9]{1,4}")
 
 @dataclass(frozen=True)
 class Reply:
-    """An HTTP answer, plus an optional event for the inbound queue (the output binding)."""
+    """An HTTP answer, plus optional events for the inbound queue and the outcomes queue (output bindings)."""
 
     status: int = 200
     body: str = ""
     content_type: str = XML
     event: str | None = None
+    outcome: str | None = None
 
 
 def _text(status: int, message: str) -> Reply:
@@ -198,8 +199,9 @@ def _status_callback(kind: Kind, req: WebhookRequest) -> Reply:
     from . import status_callbacks
 
     def apply(params: Params) -> Reply:
-        status_callbacks.handle(kind, req.query_params, params)  # the id is in the callback URL's query
-        return Reply(status=204, body="", content_type="text/plain; charset=utf-8")
+        event = status_callbacks.handle(kind, req.query_params, params)  # the id is in the callback URL's query
+        return Reply(status=204, body="", content_type="text/plain; charset=utf-8",
+                     outcome=outcomes.for_binding(event))
 
     return answer_webhook(req, apply)
 

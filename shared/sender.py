@@ -57,7 +57,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from . import destinations, guardrails, ledger, optouts, outbound, pacing, reconcile, secrets, storage, twilio_api
+from . import (destinations, guardrails, ledger, optouts, outbound, outcomes, pacing, reconcile, secrets, storage,
+               twilio_api)
 from .config import MissingSettingError, Settings, get_settings
 from .hostjson import queue_settings
 from .outbound import CallMessage, InvalidMessageError, Kind, OutboundMessage, SmsMessage
@@ -195,6 +196,8 @@ def _defer(d: _Delivery, message: OutboundMessage, decoded: outbound.Decoded) ->
     assert message.send_at is not None
     wait = (message.send_at - _now()).total_seconds()
     hop = _requeue(d, message, math.ceil(wait), decoded)
+    _report(d, outcomes.reason_event(d.kind, message.id, message.to, "deferred", "send_at",
+                                     f"not before {message.send_at.isoformat()}"), final=False)
     _log(d.kind, message.id, message.to, "deferred", f"until {message.send_at.isoformat()} (hop {hop} s)")
     return Outcome(d.kind, message.id, "deferred", reason=f"requeued for {hop} s")
 
@@ -247,9 +250,9 @@ def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str 
             assert isinstance(message, CallMessage) and sender[0]
             result = twilio_api.place_call(message, from_=sender[0])
     except twilio_api.PermanentTwilioError as exc:
-        _safe_update(row, status="failed", last_error=exc.reason, error_code=str(exc.code or ""))
-        return _dead_letter(d, message.id, "twilio_rejected", exc.reason, to=message.to,
-                            twilio_code=exc.code, http_status=exc.http_status)
+        return _dead_letter(d, message.id, "twilio_rejected", exc.reason, to=message.to, row=row,
+                            ledger_values={"error_code": str(exc.code or "")}, twilio_code=exc.code,
+                            http_status=exc.http_status)
     except twilio_api.TransientTwilioError as exc:
         if _rate_limited(exc) and row.attempts < MAX_RATE_LIMITED_ATTEMPTS:
             return _back_off(d, message, row, exc.reason)
@@ -261,12 +264,32 @@ def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str 
         raise
 
     try:
-        ledger.record_sent(row, result.sid, result.status)
+        row = ledger.record_sent(row, result.sid, result.status)
     except Exception as exc:  # noqa: BLE001 - it *was* sent: acknowledge; the status callback fills the row in
         log.error("outbound %s id=%s sent as %s but the ledger was not updated: %s", d.kind, message.id,
                   result.sid, type(exc).__name__)
     _log(d.kind, message.id, message.to, "sent", result.sid)
+    _report_sent(d, message.id, message.to, row, result.sid, result.status)
     return Outcome(d.kind, message.id, "sent", sid=result.sid)
+
+
+def _report_sent(d: _Delivery, ident: str, to: str | None, row: ledger.Row, sid: str, twilio_status: str,
+                 **fields: Any) -> None:
+    """The ``sent`` event. If it cannot be written, the row says so (``sent_unreported``) and this try fails:
+    the queue delivers the message again, the ledger shows it sent (never sent twice), and the event is written
+    then (:func:`_duplicate`)."""
+    document = outcomes.event(d.kind, ident, to, "sent", sequence=outcomes.SENT_SEQUENCE, sid=sid,
+                              twilio_status=twilio_status, **fields)
+    try:
+        outcomes.emit(document)
+    except outcomes.OutcomeNotWrittenError as exc:
+        if d.last_try:
+            log.error("outbound %s id=%s %s (last try: not retried)", d.kind, ident, exc)
+            return
+        _safe_update(row, sent_unreported=True)
+        raise RetryLaterError(str(exc)) from None
+    if row.fields.get("sent_unreported"):
+        _safe_update(row, sent_unreported=False)
 
 
 def _note_attempt(d: _Delivery, message: OutboundMessage, row: ledger.Row) -> None:
@@ -306,6 +329,9 @@ def _pace(d: _Delivery, message: OutboundMessage,
         if message.send_at is None or message.send_at < turn:
             decoded = outbound.Decoded({**decoded.document, "send_at": turn.isoformat()}, decoded.was_base64)
     hop = _requeue(d, message, slot.wait_seconds, decoded)
+    if message.send_at is None:  # its first wait only: a producer needs one word that it is paced, not one a hop
+        _report(d, outcomes.reason_event(d.kind, message.id, message.to, "deferred", PACED,
+                                         f"sender at {rate:g}/s: waits for its turn"), final=False)
     _log(d.kind, message.id, message.to, "deferred",
          f"{PACED}: sender {mask_number(key)} at {rate:g}/s, {cost} segment(s), back in {hop} s")
     return Outcome(d.kind, message.id, "deferred", reason=f"{PACED}: requeued for {hop} s", code=PACED)
@@ -335,6 +361,7 @@ def _cancel(d: _Delivery, message: OutboundMessage, reason: str) -> Outcome:
         _safe_update(existing, status="cancelled", last_error=reason)
     elif existing is not None and existing.status != "cancelled":
         return _send_regardless_of_campaign(d, message, existing)
+    _report(d, outcomes.reason_event(d.kind, message.id, message.to, "cancelled", "cancelled", reason))
     _log(d.kind, message.id, message.to, "cancelled", reason)
     return Outcome(d.kind, message.id, "cancelled", reason=reason)
 
@@ -405,6 +432,8 @@ def _defer_for_budget(d: _Delivery, message: OutboundMessage, exc: guardrails.Bu
     """Over ``MAX_SENDS_PER_HOUR``: not dropped, put back on its queue invisible until the next window has room
     (as ``send_at`` does), with an outcome line the budget alert counts."""
     hop = _requeue(d, message, guardrails.defer_seconds(exc.retry_in))
+    _report(d, outcomes.reason_event(d.kind, message.id, message.to, "deferred", BUDGET_EXHAUSTED,
+                                     f"MAX_SENDS_PER_HOUR spent: back in {hop} s"), final=False)
     _log(d.kind, message.id, message.to, "deferred", f"{BUDGET_EXHAUSTED}: {exc} (requeued for {hop} s)")
     return Outcome(d.kind, message.id, "deferred", reason=f"{BUDGET_EXHAUSTED}: requeued for {hop} s",
                    code=BUDGET_EXHAUSTED)
@@ -480,6 +509,8 @@ def _resolve_in_doubt(d: _Delivery, message: OutboundMessage, sender: tuple[str 
             log.error("outbound %s id=%s found as %s but the ledger was not updated: %s", d.kind, message.id,
                       verdict.sid, type(exc).__name__)
         _log(d.kind, message.id, message.to, "duplicate", f"in doubt ({doubt}); {verdict.detail}")
+        _report_sent(d, message.id, message.to, ledger.get(d.kind, message.id) or row, verdict.sid, verdict.status,
+                     resolution="found")
         return Outcome(d.kind, message.id, "duplicate", sid=verdict.sid, reason=verdict.detail)
     settled = reconcile.settled_at(row, twilio_timeout=settings.twilio_http_timeout,
                                    settle_seconds=settings.reconcile_settle_seconds)
@@ -508,6 +539,8 @@ def _resolve_in_doubt(d: _Delivery, message: OutboundMessage, sender: tuple[str 
         # Proven never created, and its campaign was cancelled meanwhile: not sent again.
         _safe_update(row, status="cancelled", last_error=f"campaign {message.campaign} was cancelled",
                      resolution="absent", resolution_detail=verdict.detail)
+        _report(d, outcomes.reason_event(d.kind, message.id, message.to, "cancelled", "cancelled",
+                                         f"campaign {message.campaign} was cancelled"))
         _log(d.kind, message.id, message.to, "cancelled", f"campaign {message.campaign} was cancelled")
         return Outcome(d.kind, message.id, "cancelled", reason=f"campaign {message.campaign} was cancelled")
     log.warning("outbound %s id=%s to=%s resending: %s", d.kind, message.id, mask_number(message.to),
@@ -578,7 +611,10 @@ def _id_conflict(d: _Delivery, message: OutboundMessage, row: ledger.Row, digest
 
 
 def _duplicate(d: _Delivery, message: OutboundMessage, row: ledger.Row) -> Outcome:
+    """Already sent: acknowledged, nothing emitted again, unless the ``sent`` event was never written."""
     _log(d.kind, message.id, message.to, "duplicate", f"already sent as {row.sid or row.twilio_status}")
+    if row.fields.get("sent_unreported") and row.sid:
+        _report_sent(d, message.id, message.to, row, row.sid, row.twilio_status)
     return Outcome(d.kind, message.id, "duplicate", sid=row.sid)
 
 
@@ -647,13 +683,28 @@ def poison_document(d: _Delivery, ident: str, code: str, reason: str, **extra: A
 def _dead_letter(d: _Delivery, ident: str, code: str, reason: str, *, to: str | None = None,
                  row: ledger.Row | None = None, update_ledger: bool = True, resendable: bool = False,
                  ledger_values: dict[str, Any] | None = None, **extra: Any) -> Outcome:
+    to = to if to is not None else _guess_to(d)
+    _report(d, outcomes.reason_event(d.kind, ident, to, "opted_out" if code == "opted_out" else "dead_lettered",
+                                     code, reason))
     document = poison_document(d, ident, code, reason, **extra)
     storage.queue(poison_queue_name(d.queue_name)).send_message(json.dumps(document, ensure_ascii=True),
                                                                 time_to_live=-1)
     if update_ledger and row is not None:
         _safe_update(row, status="failed", last_error=reason[:1000], resendable=resendable, **(ledger_values or {}))
-    _log(d.kind, ident, to if to is not None else _guess_to(d), "dead_lettered", f"{code}: {reason}")
+    _log(d.kind, ident, to, "dead_lettered", f"{code}: {reason}")
     return Outcome(d.kind, ident, "dead_lettered", reason=reason, code=code)
+
+
+def _report(d: _Delivery, document: dict[str, Any], *, final: bool = True) -> None:
+    """Emit an outcome event before what it reports is done. A final one that cannot be written fails this try
+    (the queue delivers the message again and it is decided, and emitted, again); on the last try, or for a
+    deferral (already requeued), the miss is logged."""
+    try:
+        outcomes.emit(document)
+    except outcomes.OutcomeNotWrittenError as exc:
+        if final and not d.last_try:
+            raise RetryLaterError(str(exc)) from None
+        log.error("outbound %s id=%s %s", d.kind, document.get("id"), exc)
 
 
 # ---------------------------------------------------------------- helpers

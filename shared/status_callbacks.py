@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import re
 
-from . import ledger, secrets
+from typing import Any
+
+from . import ledger, outcomes, secrets
 from .outbound import ID_PATTERN, Kind, matches
 from .redact import mask_number
 from .webhooks import MalformedRequestError, Params, WebhookRejected
@@ -40,8 +42,10 @@ TWILIO_STATUS = re.compile(r"[A-Za-z][A-Za-z_-]{0,31}")
 ERROR_CODE = re.compile(r"[0-9]{1,10}")
 
 
-def handle(kind: Kind, query: Params, params: Params) -> None:
-    """Apply one signed callback. Raises :class:`WebhookRejected` (400/404) for what a caller got wrong."""
+def handle(kind: Kind, query: Params, params: Params) -> dict[str, Any] | None:
+    """Apply one signed callback; the outcome event when the ledger took the status (a repeat of the row's own
+    status is emitted again: Twilio retries a callback it got no answer to, and consumers deduplicate), None when
+    it would have gone backwards. Raises :class:`WebhookRejected` (400/404) for what a caller got wrong."""
     ident = query.first("id")
     if not ident:
         raise MalformedRequestError("missing id in the callback URL")
@@ -70,6 +74,14 @@ def handle(kind: Kind, query: Params, params: Params) -> None:
                                   ("" if exc.owner else ": recorded as a second send of this id")) from None
     log.info("status %s id=%s to=%s twilio=%s row=%s%s", kind, ident, mask_number(params.first("To")), status,
              row.status, f" error={error_code}" if error_code else "")
+    status = status.strip().lower()
+    if row.twilio_status != status:
+        return None
+    duration = params.first("CallDuration") if kind == "call" else ""
+    answered_by = params.first("AnsweredBy") or str(row.fields.get("answered_by", "") or "")
+    return outcomes.status_event(kind, ident, params.first("To"), status, rank=ledger.status_rank(kind, status),
+                                 sid=row.sid, error_code=error_code, duration=duration[:9],
+                                 answered_by=answered_by if answered_by in ANSWERED_BY else "")
 
 
 # ---------------------------------------------------------------- asynchronous answering-machine detection

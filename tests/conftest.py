@@ -30,12 +30,16 @@ BASE_ENV = {
     "SMS_QUEUE": "outbound-sms",
     "CALL_QUEUE": "outbound-calls",
     "INBOUND_QUEUE": "inbound-sms",
+    "OUTCOMES_QUEUE": "outbound-outcomes",
     # Pacing is on in production; tests that are about pacing turn it on (tests/integration/test_pacing_azurite.py).
     "PACING": "off",
     "AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=bm9uZQ==;"
                            "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;"
                            "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;",
 }
+# Set before anything imports function_app: its status callbacks' output binding then names %OUTCOMES_QUEUE%, which
+# the local host resolves per call (so each test's own outcomes queue), as the Functions host does from settings.
+os.environ.setdefault("OUTCOMES_QUEUE", BASE_ENV["OUTCOMES_QUEUE"])
 _APP_SETTINGS = [
     "KEY_VAULT_URL", "AZURE_CLIENT_ID", "TWILIO_MESSAGING_SERVICE_SID", "TWILIO_API_KEY_SID", "TWILIO_API_KEY_SECRET",
     "TWILIO_API_BASE_URL", "VOICE_GREETING", "SMS_AUTO_REPLY", "FORWARD_TO_NUMBER", "SECRET_CACHE_SECONDS",
@@ -157,7 +161,8 @@ def azurite(azurite_peer: Any, set_env: Callable[..., None]) -> Any:
 def unique_queues(set_env: Callable[..., None]) -> dict[str, str]:
     """Fresh queue names for this test, so tests sharing one Azurite never see each other's messages."""
     suffix = uuid.uuid4().hex[:8]
-    names = {"SMS_QUEUE": f"sms-{suffix}", "CALL_QUEUE": f"calls-{suffix}", "INBOUND_QUEUE": f"inbound-{suffix}"}
+    names = {"SMS_QUEUE": f"sms-{suffix}", "CALL_QUEUE": f"calls-{suffix}", "INBOUND_QUEUE": f"inbound-{suffix}",
+             "OUTCOMES_QUEUE": f"outcomes-{suffix}"}
     set_env(**names)
     return names
 
