@@ -188,6 +188,9 @@ var tags = {
 var smsQueueName = 'outbound-sms'
 var callQueueName = 'outbound-calls'
 var inboundQueueName = 'inbound-sms'
+// Each send's final outcome, for consumers outside the app (OUTCOMES_QUEUE). The app only writes to it, so it has
+// no -poison twin: a consumer that reads it keeps its own.
+var outcomesQueueName = 'outbound-outcomes'
 var queueNames = [
   smsQueueName
   '${smsQueueName}-poison'
@@ -195,6 +198,7 @@ var queueNames = [
   '${callQueueName}-poison'
   inboundQueueName
   '${inboundQueueName}-poison'
+  outcomesQueueName
 ]
 var tableNames = [
   'sends'
@@ -344,6 +348,7 @@ module api 'modules/functionapp.bicep' = {
     smsQueueName: smsQueueName
     callQueueName: callQueueName
     inboundQueueName: inboundQueueName
+    outcomesQueueName: outcomesQueueName
     voiceGreeting: voiceGreeting
     smsAutoReply: smsAutoReply
     forwardToNumber: forwardToNumber

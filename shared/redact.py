@@ -10,6 +10,7 @@ and the stack text of every record, whichever logger made it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Any
@@ -58,6 +59,31 @@ def mask_numbers_in(text: str) -> str:
     return _NUMBER.sub(_masked, text)
 
 
+@functools.lru_cache(maxsize=256)
+def _stand_in_type(original: type) -> type:
+    """An exception class named like ``original`` (module, qualified name) whose instances carry masked text."""
+    name = getattr(original, "__name__", "Exception")
+    return type(name, (Exception,), {"__module__": getattr(original, "__module__", __name__),
+                                     "__qualname__": getattr(original, "__qualname__", name)})
+
+
+def _stand_in(exc: BaseException | None, depth: int = 0) -> BaseException | None:
+    """``exc`` and its chain rebuilt with masked messages and the same tracebacks (for handlers that format
+    ``exc_info`` themselves rather than use ``exc_text``)."""
+    if exc is None or depth > 16:
+        return None
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose __str__ fails still gets a stand-in
+        text = ""
+    copy = _stand_in_type(type(exc))(mask_numbers_in(text))
+    copy.__traceback__ = exc.__traceback__
+    copy.__cause__ = _stand_in(exc.__cause__, depth + 1)
+    copy.__context__ = _stand_in(exc.__context__, depth + 1)
+    copy.__suppress_context__ = exc.__suppress_context__
+    return copy
+
+
 def _mask_record(record: logging.LogRecord) -> None:
     try:
         message = record.getMessage()
@@ -69,7 +95,13 @@ def _mask_record(record: logging.LogRecord) -> None:
     if record.exc_info and not record.exc_text:
         record.exc_text = logging.Formatter().formatException(record.exc_info)
     if record.exc_text:
-        record.exc_text = mask_numbers_in(record.exc_text)
+        masked_exc = mask_numbers_in(record.exc_text)
+        if masked_exc != record.exc_text and record.exc_info and record.exc_info[1] is not None:
+            # Formatters use exc_text; OpenTelemetry's LoggingHandler (the worker's exporter) formats exc_info
+            # itself into exception.message / exception.stacktrace: give it the masked stand-in.
+            stand_in = _stand_in(record.exc_info[1])
+            record.exc_info = (record.exc_info[0], stand_in, record.exc_info[2])
+        record.exc_text = masked_exc
     if record.stack_info:
         record.stack_info = mask_numbers_in(record.stack_info)
 

@@ -1,9 +1,12 @@
 // Alerts for operators (README, Operations): an action group mailing emailAddresses, five log alerts on
 // Application Insights, and the Key Vault's SecretNearExpiry / SecretExpired events raised as Azure Monitor alerts.
-// The KQL reads the app's outcome log lines by field (shared/sender.py `_log`; tests/unit/test_outcome_log_format.py
-// pins that format against the `parse` below). Azure validates a rule's query when it creates the rule, so every
-// query here must parse and bind: tests/infra/test_kql.py runs each through Microsoft's Kusto parser. The sms/call
-// field is `channel`, never `kind` (a reserved word: the parser rejects `parse ... with ... kind ...`).
+// Where a count is all an alert needs, it reads the app's OpenTelemetry metrics (shared/telemetry.py) from
+// customMetrics: a few pre-aggregated rows per minute instead of a string scan of every trace, and never sampled.
+// Where it needs what a metric must not carry (a send id, free-text detail), it reads the app's log lines by
+// field (shared/sender.py `_log`; tests/unit/test_outcome_log_format.py pins that format against the `parse`
+// below). Azure validates a rule's query when it creates the rule, so every query here must parse and bind:
+// tests/infra/test_kql.py runs each through Microsoft's Kusto parser. The sms/call field is `channel`, never `kind`
+// (a reserved word: the parser rejects `parse ... with ... kind ...`).
 param namePrefix string
 param location string
 param tags object
@@ -21,7 +24,9 @@ param functionFailureThreshold int = 5
 param webhook5xxPercent int = 5
 
 var outcomeLogs = 'traces | where message startswith "outbound " and message has " outcome=" | parse message with "outbound " channel " id=" id " to=" to " outcome=" outcome " " detail | extend reason = iff(outcome == "dead_lettered", tostring(split(detail, ":")[0]), "")'
-var deadLetterQuery = '${outcomeLogs} | where outcome == "dead_lettered" | project timestamp, channel, id, reason, detail'
+// Dead letters counted by the switchboard.dead_letters metric (the per-message lines, with ids, are the workbook's
+// "Dead letters (per message)" and `python -m shared.ops poison list`).
+var deadLetterQuery = 'customMetrics | where name == "switchboard.dead_letters" | extend reason = tostring(customDimensions.reason), channel = tostring(customDimensions.channel) | summarize dead_letters = sum(valueSum) by reason, channel'
 // MAX_SENDS_PER_HOUR spent: sends are deferred to the next hour (shared/sender.py `_defer_for_budget`), not lost.
 var budgetDeferredQuery = '${outcomeLogs} | where outcome == "deferred" and detail startswith "budget_exhausted:" | project timestamp, channel, id, detail'
 // A second SID for one id (shared/ledger.py `_flag_double_send`), or a callback naming another id's SID.
@@ -63,7 +68,8 @@ resource deadLetters 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
       allOf: [
         {
           query: deadLetterQuery
-          timeAggregation: 'Count'
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'dead_letters'
           operator: 'GreaterThan'
           threshold: 0
           dimensions: [

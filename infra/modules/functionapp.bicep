@@ -31,6 +31,8 @@ param twilioApiKeySid string
 param smsQueueName string
 param callQueueName string
 param inboundQueueName string
+@description('Queue each send\'s final outcome is written to (OUTCOMES_QUEUE); empty = none written.')
+param outcomesQueueName string
 param voiceGreeting string
 param smsAutoReply string
 param forwardToNumber string
@@ -130,6 +132,22 @@ resource app 'Microsoft.Web/sites@2024-11-01' = {
           value: 'ClientId=${identityClientId};Authorization=AAD'
         }
         {
+          // With host.json telemetryMode OpenTelemetry: the Python worker configures the Azure Monitor distro
+          // (azure-monitor-opentelemetry, from requirements.txt) before it loads the app, exports the app's logs
+          // and metrics itself, and tells the host so (capability WorkerOpenTelemetryEnabled): the host then
+          // stops exporting the records the worker forwards, so each log record reaches App Insights once.
+          // The exporter authenticates with APPLICATIONINSIGHTS_AUTHENTICATION_STRING (local auth is off).
+          name: 'PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY'
+          value: 'true'
+        }
+        {
+          // The distro's HTTP client and Azure SDK spans record full URLs, and ours carry phone numbers (Twilio
+          // list filters ?To=+1..., Table keys RowKey='%2B1...'): none of them. Twilio latency is the app's own
+          // metric switchboard.twilio.duration, without the URL (README, Telemetry and metrics).
+          name: 'OTEL_PYTHON_DISABLED_INSTRUMENTATIONS'
+          value: 'azure_sdk,django,fastapi,flask,httpx,psycopg2,requests,urllib,urllib3'
+        }
+        {
           name: 'AZURE_CLIENT_ID'
           value: identityClientId
         }
@@ -173,6 +191,10 @@ resource app 'Microsoft.Web/sites@2024-11-01' = {
         {
           name: 'INBOUND_QUEUE'
           value: inboundQueueName
+        }
+        {
+          name: 'OUTCOMES_QUEUE'
+          value: outcomesQueueName
         }
         {
           name: 'VOICE_GREETING'

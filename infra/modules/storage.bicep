@@ -1,5 +1,6 @@
 // The function app's storage account: host state (AzureWebJobsStorage__*), the Flex deployment container,
-// the contract queues (+ -poison) and tables. Identity-only: shared keys are off.
+// the contract queues (+ -poison; the outcomes queue, which the app only writes, has none) and tables.
+// Identity-only: shared keys are off.
 param name string
 param location string
 param tags object

@@ -8,7 +8,8 @@
 //           "columns": ["<result column>", ...]}, ...]
 // Exit 0 when every query was analysed (diagnostics or not); 2 on bad input. tests/infra/test_kql.py decides
 // what is an error. The schema is App Insights' classic one (what a log alert scoped to the component and a
-// workbook on it see): traces, requests, exceptions with their real column names and types.
+// workbook on it see): traces, requests, exceptions and customMetrics (where the app's OpenTelemetry metrics land:
+// one row per metric, attribute set and export interval) with their real column names and types.
 import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
 
@@ -41,6 +42,10 @@ const TABLES = {
     "assembly:string", "method:string", "outerType:string", "outerMessage:string", "outerAssembly:string",
     "outerMethod:string", "innermostType:string", "innermostMessage:string", "innermostAssembly:string",
     "innermostMethod:string", "severityLevel:int", "details:dynamic", ...COMMON,
+  ],
+  customMetrics: [
+    "timestamp:datetime", "name:string", "value:real", "valueCount:int", "valueSum:real", "valueMin:real",
+    "valueMax:real", "valueStdDev:real", ...COMMON,
   ],
 };
 

@@ -25,6 +25,17 @@ ROLE_IDS = {
 STORAGE_ROLES = {ROLE_IDS[n] for n in ("Storage Blob Data Owner", "Storage Queue Data Contributor",
                                        "Storage Table Data Contributor")}
 DESIGN_QUEUES = {"outbound-sms", "outbound-calls", "inbound-sms"}
+# Each send's final outcome for consumers outside the app (issue 23): written by the app, read by no function of
+# it, so it has no -poison twin. Empty OUTCOMES_QUEUE = none written.
+OUTCOMES_QUEUE = "outbound-outcomes"
+# Telemetry (shared/telemetry.py, README "Telemetry and metrics"): settings the Functions worker reads, not the app,
+# so they are not in shared.config.SETTINGS; deployed with these values, in the local example with the second.
+WORKER_TELEMETRY_SETTINGS = {
+    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": ("true", "false"),
+    "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": (
+        "azure_sdk,django,fastapi,flask,httpx,psycopg2,requests,urllib,urllib3",
+        "azure_sdk,django,fastapi,flask,httpx,psycopg2,requests,urllib,urllib3"),
+}
 DESIGN_TABLES = {"sends", "optouts", "guardrails"}  # guardrails: shared/guardrails.py (README, Guardrails)
 IDENTITY_STORAGE_SETTINGS = {
     "AzureWebJobsStorage__accountName", "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId",
@@ -145,6 +156,38 @@ def test_every_setting_is_in_local_settings_example() -> None:
     assert [s.name for s in SETTINGS if s.name not in values] == []
 
 
+def test_outcomes_queue_setting_is_deployed_local_and_created(app_settings: dict[str, Any], main: dict[str, Any],
+                                                               main_scope: dict[str, Any]) -> None:
+    values = json.loads((ROOT / "local.settings.json.example").read_text())["Values"]
+    assert app_settings["OUTCOMES_QUEUE"] == values["OUTCOMES_QUEUE"] == OUTCOMES_QUEUE
+    assert OUTCOMES_QUEUE in module_params(main, "storage", main_scope)["queueNames"]
+    assert {s.name: s.default for s in SETTINGS}.get("OUTCOMES_QUEUE", OUTCOMES_QUEUE) == OUTCOMES_QUEUE
+
+
+def test_worker_streams_telemetry_with_open_telemetry_and_no_url_instrumentation(
+        app_settings: dict[str, Any]) -> None:
+    """host.json telemetryMode OpenTelemetry + the worker's distro: each record exported once (by the worker), and
+    no HTTP/Azure SDK spans whose URLs hold phone numbers (shared/telemetry.py says why)."""
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"
+    assert "applicationInsights" not in host.get("logging", {})  # classic-SDK sampling: ignored in OTel mode
+    values = json.loads((ROOT / "local.settings.json.example").read_text())["Values"]
+    for name, (deployed, local) in WORKER_TELEMETRY_SETTINGS.items():
+        assert app_settings[name] == deployed, name
+        assert values[name] == local, name
+    disabled = set(app_settings["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"].split(","))
+    assert {"azure_sdk", "requests", "urllib", "urllib3", "httpx"} <= disabled
+    assert "PYTHON_ENABLE_OPENTELEMETRY" not in app_settings  # that one is for an app that configures OTel itself
+    requirements = (ROOT / "requirements.txt").read_text()
+    assert re.search(r"^azure-monitor-opentelemetry>=[\d.]+,<\d", requirements, re.M)  # the worker imports it
+
+
+def test_telemetry_settings_are_in_the_readme_settings_table() -> None:
+    section = (ROOT / "README.md").read_text().split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert [n for n in WORKER_TELEMETRY_SETTINGS if not any(f"`{n}`" in row for row in rows)] == []
+
+
 def test_every_setting_is_in_the_readme_settings_table() -> None:
     section = (ROOT / "README.md").read_text().split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
@@ -222,7 +265,8 @@ def test_queues_and_tables_match_design_and_code_defaults(main: dict[str, Any], 
     defaults = {s.name: s.default for s in SETTINGS}
     code_queues = {defaults["SMS_QUEUE"], defaults["CALL_QUEUE"], defaults["INBOUND_QUEUE"]}
     assert code_queues == DESIGN_QUEUES
-    assert sorted(params["queueNames"]) == sorted(code_queues | {f"{q}-poison" for q in code_queues})
+    assert sorted(params["queueNames"]) == sorted(code_queues | {f"{q}-poison" for q in code_queues}
+                                                  | {OUTCOMES_QUEUE})
     assert sorted(params["tableNames"]) == sorted(DESIGN_TABLES)
     resources = bicep["modules/storage.bicep"]["resources"]
     loops = {r["type"].rsplit("/", 1)[-1]: r["config"]["loop_type"]["detail"]["array_name"]

@@ -39,7 +39,8 @@ ALERTS = "modules/alerts.bicep"
 WORKBOOK = "modules/workbook.bicep"
 KQL_FENCES = {"kusto", "kql"}
 # A table of App Insights piped into a tabular operator: how a query starts (used to find KQL left unchecked).
-KQL_LIKE = re.compile(r"\b(traces|requests|exceptions|dependencies|customEvents|pageViews|availabilityResults)"
+KQL_LIKE = re.compile(r"\b(traces|requests|exceptions|dependencies|customEvents|customMetrics|pageViews"
+                      r"|availabilityResults)"
                       r"\s*\|\s*(where|parse|summarize|project|extend|take|limit|count|order|sort|top|join|render"
                       r"|distinct|make-series)\b")
 SKIP_DIRS = {"node_modules", ".venv", ".venv-infra", ".git", "tests", ".cache", ".azurite", ".pytest_cache",
@@ -239,7 +240,7 @@ def test_every_query_in_the_repo_is_found(queries: list[Query], bicep: dict[str,
         assert declared > 0 and len(by_source.get(f"infra/{path}", [])) == declared, path
     rules = [r for r in bicep[ALERTS]["resources"].values() if r["type"] == "Microsoft.Insights/scheduledQueryRules"]
     assert len(by_source[f"infra/{ALERTS}"]) == len(rules) == 5
-    assert len(by_source[f"infra/{WORKBOOK}"]) == 4
+    assert len(by_source[f"infra/{WORKBOOK}"]) == 9
     assert len(by_source["README.md"]) >= 4
     # ... and no KQL anywhere else: not in another fence or prose, not in another file outside tests/.
     stray = [line for path in markdown_files() for line in unchecked_kql_in_markdown(path)]
@@ -271,8 +272,29 @@ def test_outcome_queries_split_the_line_into_channel_id_outcome_and_detail(
         queries: list[Query], checked: dict[str, dict[str, Any]]) -> None:
     parsing = [q for q in queries if 'parse message with "outbound "' in q.text]
     assert {q.source for q in parsing} >= {f"infra/{ALERTS}", f"infra/{WORKBOOK}", "README.md"}
-    dead_letters = next(q for q in parsing if "deadLetters" in q.name)
+    dead_letters = next(q for q in parsing if "Dead letters (per message)" in q.name)
     assert checked[dead_letters.id]["columns"] == ["timestamp", "channel", "id", "reason", "detail"]
+
+
+def test_metric_queries_read_the_apps_metric_names_and_attributes(queries: list[Query],
+                                                                  checked: dict[str, dict[str, Any]]) -> None:
+    """Every customMetrics query names a metric shared.telemetry records and reads only attributes it sets."""
+    from shared import telemetry
+
+    attributes = {telemetry.SENDS: {"outcome", "channel"}, telemetry.DEAD_LETTERS: {"reason", "channel"},
+                  telemetry.RECONCILIATIONS: {"verdict", "channel"}, telemetry.TWILIO_DURATION: {"operation"},
+                  telemetry.WEBHOOK_REJECTIONS: {"reason", "route"},
+                  telemetry.PACING_DEFERRALS: {"priority", "reason"}}
+    metric_queries = [q for q in queries if "customMetrics" in q.text]
+    named = {name for q in metric_queries for name in re.findall(r'name == "([^"]+)"', q.text)}
+    assert named == set(attributes)  # each metric is shown somewhere, and nothing else is read
+    for query in metric_queries:
+        [name] = re.findall(r'name == "([^"]+)"', query.text)
+        read = set(re.findall(r"customDimensions\.([A-Za-z_.]+)", query.text))
+        assert read and read <= attributes[name], (query.id, read)
+    [alert] = [q for q in metric_queries if q.source == f"infra/{ALERTS}"]
+    assert alert.measure == "dead_letters" and alert.dimensions == ["reason"]
+    assert checked[alert.id]["columns"] == ["reason", "channel", "dead_letters"]
 
 
 def test_the_check_rejects_a_reserved_word_an_unknown_column_and_an_unknown_table() -> None:

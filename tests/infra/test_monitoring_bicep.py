@@ -37,8 +37,10 @@ def test_log_alerts_watch_dead_letters_webhook_5xx_and_function_failures(bicep: 
         assert (props["evaluationFrequency"], props["windowSize"]) == ("PT5M", "PT5M")
         assert props["actions"]["actionGroups"] == [
             {"operator": {"type": "property_accessor", "operands": {"operand_1": "actionGroup", "operand_2": "id"}}}]
-    assert 'outcome == "dead_lettered"' in variables["deadLetterQuery"]
-    assert by_query["deadLetterQuery"]["properties"]["criteria"]["allOf"][0]["threshold"] == 0
+    assert 'name == "switchboard.dead_letters"' in variables["deadLetterQuery"]  # the metric (shared.telemetry)
+    dead_letters = by_query["deadLetterQuery"]["properties"]["criteria"]["allOf"][0]
+    assert (dead_letters["threshold"], dead_letters["timeAggregation"], dead_letters["metricMeasureColumn"]) == \
+        (0, "Total", "dead_letters")
     assert "resultCode) >= 500" in variables["webhook5xxQuery"]
     assert by_query["webhook5xxQuery"]["properties"]["criteria"]["allOf"][0]["metricMeasureColumn"] == "percent5xx"
     assert "success == false" in variables["functionFailureQuery"]
@@ -72,7 +74,7 @@ def test_twilio_secret_expiry_raises_an_alert_through_the_action_group(bicep: di
     assert secret["exp"] == "expiresOn"  # without an expiry date Key Vault never sends SecretNearExpiry
 
 
-def test_workbook_shows_the_four_views_on_app_insights(bicep: dict[str, Any], indexed_functions: dict[str, Any]) -> None:
+def test_workbook_shows_its_views_on_app_insights(bicep: dict[str, Any], indexed_functions: dict[str, Any]) -> None:
     [book] = resources(bicep, "modules/workbook.bicep", "Microsoft.Insights/workbooks")
     assert book["kind"] == "shared" and book["properties"]["sourceId"] == "appInsightsId"
     assert book["properties"]["serializedData"]["function"]["type"] == "string"
@@ -80,7 +82,9 @@ def test_workbook_shows_the_four_views_on_app_insights(bicep: dict[str, Any], in
     items = variables["content"]["value"]["items"]
     titles = {i["content"].get("title") for i in items if i["type"] == 3}
     assert titles == {"Sends by outcome", "Twilio delivery statuses (status callbacks)", "Dead letters by reason",
-                      "Webhook latency percentiles (ms)"}
+                      "Dead letters (per message)", "Reconciliations of in-doubt sends by verdict",
+                      "Twilio call duration by operation (s)", "Webhook latency percentiles (ms)",
+                      "Webhook rejections by reason and route", "Pacing deferrals by priority and reason"}
     latency = next(i for i in items if i["name"] == "webhook-latency")["content"]["query"]
     assert "percentiles(duration, 50, 95, 99)" in latency
     webhook_names = {n.strip().strip('"') for n in variables["webhookNames"]["value"].split(",")}
