@@ -54,6 +54,7 @@ class TooLargeError(WebhookRejected):
     """A signed request whose event could not be carried on the inbound queue: refused, never half-stored."""
 
     status = 413
+    code = "too_large"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from . import __version__, outcomes, secrets, storage
+from . import __version__, outcomes, secrets, storage, telemetry
 from .config import MissingSettingError, get_settings
 from .throttled_log import log_throttled
 from .webhooks import MalformedRequestError, Params, WebhookRejected, WebhookRequest, verify
@@ -53,6 +53,7 @@ def answer_webhook(req: WebhookRequest, handler: Callable[[Params], Reply]) -> R
         return handler(verify(req))
     except WebhookRejected as exc:
         # A forged request gets no TwiML, only the status and a reason.
+        telemetry.count_webhook_rejection(exc.code, req.path.removeprefix("/api/"))
         return _text(exc.status, exc.reason)
     except (MissingSettingError, secrets.SecretUnavailableError) as exc:
         log_throttled(log, logging.ERROR, f"unavailable {req.path} {exc}", "%s %s unavailable: %s",

@@ -58,7 +58,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from . import (destinations, guardrails, ledger, optouts, outbound, outcomes, pacing, reconcile, secrets, storage,
-               twilio_api)
+               telemetry, twilio_api)
 from .config import MissingSettingError, Settings, get_settings
 from .hostjson import queue_settings
 from .outbound import CallMessage, InvalidMessageError, Kind, OutboundMessage, SmsMessage
@@ -329,6 +329,7 @@ def _pace(d: _Delivery, message: OutboundMessage,
         if message.send_at is None or message.send_at < turn:
             decoded = outbound.Decoded({**decoded.document, "send_at": turn.isoformat()}, decoded.was_base64)
     hop = _requeue(d, message, slot.wait_seconds, decoded)
+    telemetry.count_pacing_deferral(message.priority, "turn" if message.send_at is None else "no_room")
     if message.send_at is None:  # its first wait only: a producer needs one word that it is paced, not one a hop
         _report(d, outcomes.reason_event(d.kind, message.id, message.to, "deferred", PACED,
                                          f"sender at {rate:g}/s: waits for its turn"), final=False)
@@ -432,6 +433,7 @@ def _defer_for_budget(d: _Delivery, message: OutboundMessage, exc: guardrails.Bu
     """Over ``MAX_SENDS_PER_HOUR``: not dropped, put back on its queue invisible until the next window has room
     (as ``send_at`` does), with an outcome line the budget alert counts."""
     hop = _requeue(d, message, guardrails.defer_seconds(exc.retry_in))
+    telemetry.count_pacing_deferral(message.priority, BUDGET_EXHAUSTED)
     _report(d, outcomes.reason_event(d.kind, message.id, message.to, "deferred", BUDGET_EXHAUSTED,
                                      f"MAX_SENDS_PER_HOUR spent: back in {hop} s"), final=False)
     _log(d.kind, message.id, message.to, "deferred", f"{BUDGET_EXHAUSTED}: {exc} (requeued for {hop} s)")
@@ -489,6 +491,7 @@ def _resolve_in_doubt(d: _Delivery, message: OutboundMessage, sender: tuple[str 
             verdict = reconcile.reconcile(message, sender, row, twilio_timeout=settings.twilio_http_timeout,
                                           settle_seconds=settings.reconcile_settle_seconds)
         except twilio_api.TwilioReadError as exc:
+            telemetry.count_reconciliation("unreadable", outcomes.channel_of(d.kind, message.to))
             return _unreadable(d, message, row, f"{doubt}; {exc.reason}")
         if verdict.outcome != "found" or not verdict.claim:
             break
@@ -499,6 +502,7 @@ def _resolve_in_doubt(d: _Delivery, message: OutboundMessage, sender: tuple[str 
             continue  # another id proved it is theirs just now: look again
     else:
         raise RetryLaterError("reconciling: the SID index changed under every read of Twilio's list")
+    telemetry.count_reconciliation(verdict.outcome, outcomes.channel_of(d.kind, message.to))
     if row.fields.get("read_errors"):
         row = _safe_update(row, read_errors=0) or row
     if verdict.outcome == "found":
@@ -691,6 +695,7 @@ def _dead_letter(d: _Delivery, ident: str, code: str, reason: str, *, to: str | 
                                                                 time_to_live=-1)
     if update_ledger and row is not None:
         _safe_update(row, status="failed", last_error=reason[:1000], resendable=resendable, **(ledger_values or {}))
+    telemetry.count_dead_letter(code, outcomes.channel_of(d.kind, to))
     _log(d.kind, ident, to, "dead_lettered", f"{code}: {reason}")
     return Outcome(d.kind, ident, "dead_lettered", reason=reason, code=code)
 
@@ -715,6 +720,8 @@ def _now() -> datetime:
 
 
 def _log(kind: str, ident: str, to: str | None, outcome: str, detail: str) -> None:
+    """The outcome line (the alerts parse it: tests/unit/test_outcome_log_format.py) and ``switchboard.sends``."""
+    telemetry.count_send(outcome, outcomes.channel_of(kind, to))
     level = logging.WARNING if outcome == "dead_lettered" else logging.INFO
     log.log(level, "outbound %s id=%s to=%s outcome=%s %s", kind, ident, mask_number(to), outcome, detail)
 

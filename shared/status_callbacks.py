@@ -26,12 +26,14 @@ class UnknownSendRejected(WebhookRejected):
     """A callback for an id the ledger does not know (404: not ours, or already purged)."""
 
     status = 404
+    code = "unknown_send"
 
 
 class SidMismatchRejected(WebhookRejected):
     """The callback names another message or call than the one the ledger recorded for this id (409)."""
 
     status = 409
+    code = "sid_mismatch"
 
 
 RESOURCE_SID = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")  # SM…/MM… (messages), CA… (calls)
@@ -96,11 +98,14 @@ CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 class CallMismatchRejected(SidMismatchRejected):
     """The AMD result names another call than the one the ledger recorded for this id (409)."""
 
+    code = "call_mismatch"
+
 
 class TwilioUnavailableRejected(WebhookRejected):
     """The voicemail could not be handed to Twilio just now (503: Twilio may retry the callback)."""
 
     status = 503
+    code = "twilio_unavailable"
 
 
 def handle_amd(query: Params, params: Params, *, max_tries: int = 8) -> ledger.Row:

@@ -180,7 +180,7 @@ def send_sms(message: SmsMessage, *, from_: str | None, messaging_service_sid: s
         kwargs["from_"] = from_
     else:
         kwargs["messaging_service_sid"] = messaging_service_sid
-    created = _with_auth_retry(lambda client: client.messages.create(**kwargs))
+    created = _with_auth_retry(lambda client: client.messages.create(**kwargs), "messages.create")
     return SendResult(sid=created.sid or "", status=str(created.status or ""))
 
 
@@ -208,21 +208,22 @@ def place_call(message: CallMessage, *, from_: str) -> SendResult:
         kwargs["async_amd"] = "true"
         kwargs["async_amd_status_callback"] = amd_callback_url(message.id)
         kwargs["async_amd_status_callback_method"] = "POST"
-    created = _with_auth_retry(lambda client: client.calls.create(**kwargs))
+    created = _with_auth_retry(lambda client: client.calls.create(**kwargs), "calls.create")
     return SendResult(sid=created.sid or "", status=str(created.status or ""))
 
 
 def drop_voicemail(call_sid: str, twiml: str) -> SendResult:
     """Replace a live call's TwiML with the voicemail TwiML (:func:`shared.outbound.voicemail_twiml`), which the
     machine records after its beep."""
-    updated = _with_auth_retry(lambda client: client.calls(call_sid).update(twiml=twiml))
+    updated = _with_auth_retry(lambda client: client.calls(call_sid).update(twiml=twiml), "calls.update",
+                               ok_status=200)
     return SendResult(sid=updated.sid or call_sid, status=str(updated.status or ""))
 
 
-def _with_auth_retry(create: Callable[[Any], Any]) -> Any:
+def _with_auth_retry(create: Callable[[Any], Any], operation: str, *, ok_status: int = 201) -> Any:
     client = get_client()
     try:
-        return _call(create, client)
+        return _call(create, client, operation, ok_status)
     except AuthFailedError as first:
         name = _secret_name()
         refreshed = secrets.refresh_secret(name, min_interval=AUTH_REFRESH_SECONDS)
@@ -235,14 +236,24 @@ def _with_auth_retry(create: Callable[[Any], Any]) -> Any:
                                        maybe_sent=False, http_status=first.http_status,
                                        code=first.code) from None
         log.warning("twilio rejected credentials; re-read secret %s and retrying once", name)
-        return _call(create, client)
+        return _call(create, client, operation, ok_status)
 
 
-def _call(create: Callable[[Any], Any], client: Any) -> Any:
-    try:
-        return create(client)
-    except Exception as exc:  # noqa: BLE001 - classified below; unknown errors re-raised
-        raise classify(exc) from exc
+def _call(create: Callable[[Any], Any], client: Any, operation: str, ok_status: int) -> Any:
+    """One REST call, timed into ``switchboard.twilio.duration`` with its HTTP status (or why there was none)."""
+    from . import telemetry
+
+    with telemetry.twilio_call(operation) as call:
+        try:
+            result = create(client)
+        except Exception as exc:  # noqa: BLE001 - classified below; unknown errors re-raised
+            classified = classify(exc)
+            call.status_code = getattr(exc, "status", None) if isinstance(getattr(exc, "status", None), int) \
+                else None
+            call.error_type = None if call.status_code else type(exc).__name__.lower()
+            raise classified from exc
+        call.status_code = ok_status
+    return result
 
 
 def classify(exc: BaseException) -> BaseException:
@@ -338,6 +349,18 @@ class ReadBack:
 
 def list_recent(kind: str, *, to: str, from_: str | None, created_after: Any, page_size: int = 50,
                 max_pages: int = 4, budget_seconds: float = 15.0) -> ReadBack:
+    """:func:`_list_recent`, timed as one ``messages.list`` / ``calls.list`` in ``switchboard.twilio.duration``."""
+    from . import telemetry
+
+    with telemetry.twilio_call("messages.list" if kind == "sms" else "calls.list") as call:
+        readback = _list_recent(kind, to=to, from_=from_, created_after=created_after, page_size=page_size,
+                                max_pages=max_pages, budget_seconds=budget_seconds)
+        call.status_code = 200
+    return readback
+
+
+def _list_recent(kind: str, *, to: str, from_: str | None, created_after: Any, page_size: int,
+                 max_pages: int, budget_seconds: float) -> ReadBack:
     """Twilio's ``Messages.json`` / ``Calls.json`` filtered on ``To`` (and ``From`` when known), newest first,
     until the resources are older than ``created_after``.
 

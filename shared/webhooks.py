@@ -43,6 +43,7 @@ class WebhookRejected(Exception):
     """A webhook request the app will not serve; ``status`` is the HTTP status to answer with."""
 
     status = 400
+    code = "rejected"  # the reason in metrics (switchboard.webhook.rejections): a fixed identifier, never text
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -53,18 +54,21 @@ class MalformedRequestError(WebhookRejected):
     """The body or a required parameter is missing or unreadable (400)."""
 
     status = 400
+    code = "malformed"
 
 
 class SignatureInvalidError(WebhookRejected):
     """Missing, forged or tampered ``X-Twilio-Signature`` (403)."""
 
     status = 403
+    code = "bad_signature"
 
 
 class NotConfiguredError(WebhookRejected):
     """The app cannot check signatures yet: token or public URL unavailable (503)."""
 
     status = 503
+    code = "not_configured"
 
 
 class Params(dict):

@@ -386,3 +386,30 @@ def standin_queues(indexed_functions: dict[str, Any]) -> Iterator[Callable[..., 
     yield start
     for host in hosts:
         host.stop()
+
+
+# ---------------------------------------------------------------- metrics (shared/telemetry.py)
+
+
+@pytest.fixture
+def metric_points() -> Iterator[Callable[[str], list[tuple[dict[str, Any], Any]]]]:
+    """Record the app's metrics into an in-memory OpenTelemetry reader; returns ``points(name)``: each data point
+    of that metric as (attributes, point)."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from shared import telemetry
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    telemetry.use_meter_provider(provider)
+
+    def points(name: str) -> list[tuple[dict[str, Any], Any]]:
+        data = reader.get_metrics_data()
+        found = [m for rm in (data.resource_metrics if data else []) for sm in rm.scope_metrics for m in sm.metrics
+                 if m.name == name]
+        return [(dict(p.attributes), p) for m in found for p in m.data.data_points]
+
+    yield points
+    telemetry.use_meter_provider(None)
+    provider.shutdown()

@@ -2,9 +2,9 @@
 // Application Insights, and the Key Vault's SecretNearExpiry / SecretExpired events raised as Azure Monitor alerts.
 // Where a count is all an alert needs, it reads the app's OpenTelemetry metrics (shared/telemetry.py) from
 // customMetrics: a few pre-aggregated rows per minute instead of a string scan of every trace, and never sampled.
-// Where it needs what a metric must not carry (a send id, free-text detail), it reads the app's log lines by
-// field (shared/sender.py `_log`; tests/unit/test_outcome_log_format.py pins that format against the `parse`
-// below). Azure validates a rule's query when it creates the rule, so every query here must parse and bind:
+// Where it needs what a metric must not carry (a send id), it reads the ledger's log lines by field (the double
+// send alert; the workbook parses the outcome lines, shared/sender.py `_log`, pinned by
+// tests/unit/test_outcome_log_format.py). Azure validates a rule's query when it creates the rule, so every query here must parse and bind:
 // tests/infra/test_kql.py runs each through Microsoft's Kusto parser. The sms/call field is `channel`, never `kind`
 // (a reserved word: the parser rejects `parse ... with ... kind ...`).
 param namePrefix string
@@ -23,12 +23,12 @@ param functionFailureThreshold int = 5
 @description('Percent of webhook requests answered 5xx in 5 minutes that raises the webhook alert.')
 param webhook5xxPercent int = 5
 
-var outcomeLogs = 'traces | where message startswith "outbound " and message has " outcome=" | parse message with "outbound " channel " id=" id " to=" to " outcome=" outcome " " detail | extend reason = iff(outcome == "dead_lettered", tostring(split(detail, ":")[0]), "")'
 // Dead letters counted by the switchboard.dead_letters metric (the per-message lines, with ids, are the workbook's
 // "Dead letters (per message)" and `python -m shared.ops poison list`).
 var deadLetterQuery = 'customMetrics | where name == "switchboard.dead_letters" | extend reason = tostring(customDimensions.reason), channel = tostring(customDimensions.channel) | summarize dead_letters = sum(valueSum) by reason, channel'
-// MAX_SENDS_PER_HOUR spent: sends are deferred to the next hour (shared/sender.py `_defer_for_budget`), not lost.
-var budgetDeferredQuery = '${outcomeLogs} | where outcome == "deferred" and detail startswith "budget_exhausted:" | project timestamp, channel, id, detail'
+// MAX_SENDS_PER_HOUR spent: sends are deferred to the next hour (shared/sender.py `_defer_for_budget`), not lost;
+// each one counts in switchboard.pacing.deferrals with reason budget_exhausted.
+var budgetDeferredQuery = 'customMetrics | where name == "switchboard.pacing.deferrals" | where tostring(customDimensions.reason) == "budget_exhausted" | summarize deferred = sum(valueSum)'
 // A second SID for one id (shared/ledger.py `_flag_double_send`), or a callback naming another id's SID.
 var doubleSendQuery = 'traces | where message startswith "ledger: double_send " or message startswith "ledger: sid_mismatch " | parse message with "ledger: " event " " channel " " rest | project timestamp, event, channel, rest'
 var webhook5xxQuery = 'requests | where name !in ("send_sms", "place_call") | summarize total = count(), failed = countif(toint(resultCode) >= 500) | extend percent5xx = iff(total == 0, 0.0, 100.0 * failed / total)'
@@ -116,7 +116,8 @@ resource budgetDeferred 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
       allOf: [
         {
           query: budgetDeferredQuery
-          timeAggregation: 'Count'
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'deferred'
           operator: 'GreaterThan'
           threshold: 0
           failingPeriods: {

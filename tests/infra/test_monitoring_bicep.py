@@ -44,8 +44,10 @@ def test_log_alerts_watch_dead_letters_webhook_5xx_and_function_failures(bicep: 
     assert "resultCode) >= 500" in variables["webhook5xxQuery"]
     assert by_query["webhook5xxQuery"]["properties"]["criteria"]["allOf"][0]["metricMeasureColumn"] == "percent5xx"
     assert "success == false" in variables["functionFailureQuery"]
-    assert 'outcome == "deferred"' in variables["budgetDeferredQuery"]
-    assert 'detail startswith "budget_exhausted:"' in variables["budgetDeferredQuery"]
+    assert 'name == "switchboard.pacing.deferrals"' in variables["budgetDeferredQuery"]
+    assert '== "budget_exhausted"' in variables["budgetDeferredQuery"]
+    budget = by_query["budgetDeferredQuery"]["properties"]["criteria"]["allOf"][0]
+    assert (budget["threshold"], budget["timeAggregation"], budget["metricMeasureColumn"]) == (0, "Total", "deferred")
 
 
 def test_the_double_send_alert_matches_the_lines_the_ledger_logs(bicep: dict[str, Any]) -> None:
