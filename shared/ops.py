@@ -12,6 +12,7 @@ Twilio, or may have, is never re-sent without ``--force`` and a look at what Twi
     python -m shared.ops poison purge [--kind K] [--reason CODE] [--id ID ...] [--dry-run] [--yes]
     python -m shared.ops optouts list | add NUMBER [--keyword K] | remove NUMBER
     python -m shared.ops inbound [--limit N] [--take]
+    python -m shared.ops outcomes [--limit N] [--take]
     python -m shared.ops migrate-layout [--dry-run]
 
 Where: ``--connection-string`` (Azurite: ``UseDevelopmentStorage=true``), else ``--account-name`` (Azure, signed
@@ -95,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
                                      epilog=_plain("\n\n".join(__doc__.split("\n\n")[1:])),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = parser.add_subparsers(dest="verb", required=True,
-                                  metavar="{sends,poison,optouts,inbound,migrate-layout}")
+                                  metavar="{sends,poison,optouts,inbound,outcomes,migrate-layout}")
 
     sends = verbs.add_parser("sends", help="the sends ledger: one row per outbound id").add_subparsers(
         dest="action", required=True)
@@ -148,6 +149,13 @@ def _parser() -> argparse.ArgumentParser:
     inbound.add_argument("--take", action="store_true",
                          help="remove what is shown from the queue, as a consumer would (default: only look)")
     inbound.set_defaults(action="list")
+    outcome_events = verbs.add_parser("outcomes", parents=[common],
+                                      help="the outcomes queue (OUTCOMES_QUEUE): what became of each queued send, "
+                                           "oldest first (--json prints the events as queued)")
+    outcome_events.add_argument("--limit", type=int, default=32, help="show at most N events (default 32)")
+    outcome_events.add_argument("--take", action="store_true",
+                                help="remove what is shown from the queue, as a consumer would (default: only look)")
+    outcome_events.set_defaults(action="list")
 
     migrate = verbs.add_parser("migrate-layout", parents=[common],
                                help="move rows of the one-partition layout to spread partitions (idempotent)")
@@ -970,7 +978,46 @@ def inbound_list(args: argparse.Namespace, out: Output) -> int:
     from . import config
     from .redact import mask_number
 
-    name = config.get_settings().inbound_queue
+    def row(event: dict[str, Any]) -> dict[str, Any]:
+        summary = event.get("body") if event.get("type") == "sms" else (
+            event.get("recording_url") or event.get("text") or "")
+        if event.get("type") == "recording_status":
+            summary = f"{event.get('recording_status', '')} {event.get('recording_url') or ''}".strip()
+        return {"received_at": event.get("received_at", ""), "type": event.get("type", ""),
+                "channel": event.get("channel", ""), "from": mask_number(event["from"]) if event.get("from") else "",
+                "keyword": event.get("keyword") or "", "what": summary}
+
+    return _queue_events(args, out, config.get_settings().inbound_queue, row,
+                         ["received_at", "type", "channel", "from", "keyword", "what"])
+
+
+def outcomes_list(args: argparse.Namespace, out: Output) -> int:
+    """The events on ``OUTCOMES_QUEUE`` (shared/outcomes.py), oldest first, as :func:`inbound_list` shows its own."""
+    from . import outcomes
+
+    name = outcomes.queue_name()
+    if not name:
+        print("ops: OUTCOMES_QUEUE is off: no outcome events are written", file=out.err)
+        return EXIT_NOT_FOUND
+
+    def row(event: dict[str, Any]) -> dict[str, Any]:
+        reason = event.get("reason") or {}
+        error = event.get("error") or {}
+        what = event.get("status") or event.get("sid") or ""
+        if isinstance(reason, dict) and reason:
+            what = f"{reason.get('code', '')}: {reason.get('text', '')}"
+        if isinstance(error, dict) and error:
+            what = f"{what} {error.get('code', '')} {error.get('meaning', '')}"
+        return {"at": event.get("at", ""), "id": event.get("id", ""), "type": event.get("type", ""),
+                "channel": event.get("channel", ""), "to": event.get("to", ""), "what": what}
+
+    return _queue_events(args, out, name, row, ["at", "id", "type", "channel", "to", "what"])
+
+
+def _queue_events(args: argparse.Namespace, out: Output, name: str, row: Callable[[dict[str, Any]], dict[str, Any]],
+                  columns: list[str]) -> int:
+    """Show the JSON events of queue ``name`` oldest first: peeked, or with ``--take`` received and deleted once
+    shown (a reader that went away, ``| head``, leaves them on the queue)."""
     client = queue_client(name)
     limit = max(0, args.limit)
     messages: list[Any] = []
@@ -989,22 +1036,16 @@ def inbound_list(args: argparse.Namespace, out: Output) -> int:
         text, parsed = _json_object(message.content)
         event = parsed if parsed is not None else {"type": "unreadable", "text": text}
         events.append(event)
-        summary = event.get("body") if event.get("type") == "sms" else (
-            event.get("recording_url") or event.get("text") or "")
-        if event.get("type") == "recording_status":
-            summary = f"{event.get('recording_status', '')} {event.get('recording_url') or ''}".strip()
-        rows.append({"received_at": event.get("received_at", ""), "type": event.get("type", ""),
-                     "channel": event.get("channel", ""), "from": mask_number(event["from"]) if event.get("from")
-                     else "", "keyword": event.get("keyword") or "", "what": summary})
+        rows.append(row(event))
     waiting = max(0, (client.get_queue_properties().approximate_message_count or 0) - (len(messages) if args.take
                                                                                         else 0))
-    out.table(rows, ["received_at", "type", "channel", "from", "keyword", "what"])
+    out.table(rows, columns)
     verb = "taken off" if args.take else "shown (left on the queue; --take removes them)"
     out.line(f"{len(rows)} event(s) of {name} {verb}; about {waiting} more waiting" if args.take else
              f"{len(rows)} event(s) of {name} {verb}; about {waiting} waiting")
     out.document({"queue": name, "taken": bool(args.take), "count": len(events), "waiting": waiting,
                   "events": events})
-    out.out.flush()  # shown first: a reader that went away (| head) leaves the events on the queue
+    out.out.flush()
     if args.take:
         for message in messages:
             client.delete_message(message.id, message.pop_receipt)
@@ -1085,7 +1126,7 @@ def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO, ask: Calla
     handlers: dict[tuple[str, str], Callable[[argparse.Namespace, Output], int]] = {
         ("sends", "show"): sends_show, ("sends", "list"): sends_list, ("sends", "cancel"): sends_cancel,
         ("poison", "list"): poison_list, ("poison", "show"): poison_show, ("poison", "replay"): poison_replay,
-        ("inbound", "list"): inbound_list,
+        ("inbound", "list"): inbound_list, ("outcomes", "list"): outcomes_list,
         ("poison", "purge"): lambda a, o: poison_purge(a, o, ask or _ask_tty(o)),
         ("optouts", "list"): optouts_list, ("optouts", "add"): optouts_add, ("optouts", "remove"): optouts_remove,
         ("migrate-layout", "run"): migrate_layout,

@@ -623,3 +623,18 @@ def test_ops_inbound_shows_the_inbound_events_and_take_removes_them(azurite: Any
     taken = run_json("inbound", "--take")
     assert taken["events"] == events and taken["taken"] is True  # JSON: the events as a consumer reads them
     assert run_json("inbound")["count"] == 0
+
+
+def test_ops_outcomes_shows_what_became_of_each_send_and_take_removes_it(outbound_env: Any, set_env: Any) -> None:
+    from shared import sender
+
+    sender.process_sms(sms("ops-oc-1", "hello there"), "q", 1)
+    sender.process_sms(json.dumps({"id": "ops-oc-2", "to": "555", "body": "x"}), "q", 1)
+    code, out, _ = run("outcomes")
+    assert code == 0 and "ops-oc-1" in out and "sent" in out and "invalid_message:" in out
+    assert TO not in out and "2 event(s) of" in out
+    taken = run_json("outcomes", "--take")
+    assert [e["type"] for e in taken["events"]] == ["sent", "dead_lettered"] and run_json("outcomes")["count"] == 0
+    set_env(OUTCOMES_QUEUE="off")
+    code, _, err = run("outcomes")
+    assert code == 1 and "OUTCOMES_QUEUE is off" in err
