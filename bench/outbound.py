@@ -3,7 +3,8 @@
 Run alone: ``python -m bench.outbound [--sends N] [--latencies 0,150]``.
 
 - ours: the indexed queue function for ``%SMS_QUEUE%`` invoked with ``azure.functions.queue.QueueMessage``, as the
-  host does (opt-out read + ledger claim + attempt index + Twilio create + SID index + ledger record on Azurite,
+  host does (pacing: two shard reads + one write; opt-out read + ledger claim + attempt index + Twilio create + SID
+  index + ledger record + the ``sent`` outcome event on Azurite; every metric recorded by the OpenTelemetry SDK;
   all through the official SDKs: azure-data-tables and twilio's ``TwilioHttpClient``; the auth token from the Key
   Vault fake through the real ``SecretClient``), on min(16, ``PYTHON_THREADPOOL_THREAD_COUNT``) threads: batch 16,
   run on the worker's thread pool;
@@ -178,8 +179,21 @@ def run(sends: int = 800, latencies_ms: tuple[int, ...] = (0, 150), chunk: int =
             "TWILIO_API_BASE_URL": twilio.base_url, "SMS_QUEUE": f"bench-sms-{run_id}",
             "CALL_QUEUE": f"bench-calls-{run_id}", "INBOUND_QUEUE": f"bench-inbound-{run_id}",
             "PYTHON_THREADPOOL_THREAD_COUNT": "16",  # what infra/ deploys (the worker's own default is cores + 4)
+            # As deployed: pacing on (a sender fast enough never to hold the bench back: its shard reads and write
+            # are what is measured) and outcome events on.
+            "PACING": "on", "SENDER_RATES": f"{FROM}=5000", "OUTCOMES_QUEUE": f"bench-outcomes-{run_id}",
         }
         use_app_environment(stack, env, unset=("TWILIO_AUTH_TOKEN", "TWILIO_API_KEY_SID"))
+        # The worker configures OpenTelemetry before the app loads, so each metric call really records: do the
+        # same with the SDK's provider (an in-memory reader instead of the Azure Monitor exporter).
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        from shared import telemetry
+
+        provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        telemetry.use_meter_provider(provider)
+        stack.callback(lambda: (telemetry.use_meter_provider(None), provider.shutdown()))
 
         # The Functions worker sets the root logger to INFO and ships every record: do the same.
         root = logging.getLogger()
