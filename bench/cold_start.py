@@ -18,8 +18,9 @@ Rows (each a ratio to a baseline run in the same loop):
 - import + first webhook: import, index (``get_functions()``, as the worker does), one signed ``POST /api/sms``;
   baseline: ``azure.functions`` + a one-route app returning constant TwiML, indexed and called the same way;
   target <= 1.25;
-- import + first send: import, index, one SMS queue message (opt-out read, claim, Twilio create, record) against
-  Azurite and the Twilio fake, token from the environment; baseline: the same SDK work with no app
+- import + first send: import, index, one SMS queue message (pacing, opt-out read, claim, Twilio create, record,
+  outcome event) against Azurite and the Twilio fake, token from the environment; baseline: the same SDK work
+  (the same table reads and writes, the Twilio create, the queue write) with no app
   (``azure.data.tables`` get + create + update, ``twilio.rest`` create) in a one-function app; target <= 1.25.
 """
 
@@ -86,9 +87,14 @@ CODE = {
         "    from azure.core.exceptions import ResourceNotFoundError\n"
         "    from azure.data.tables import TableServiceClient\n"
         "    from twilio.rest import Client\n"
+        "    from azure.storage.queue import QueueClient\n"
         "    ident, to = os.environ['BENCH_ID'], '+14155550100'\n"
         "    tables = TableServiceClient.from_connection_string(os.environ['AzureWebJobsStorage'])\n"
         "    table = tables.get_table_client(os.environ['BENCH_TABLE'])\n"
+        "    for key in ('p1', 'p2'):  # the sender's pacing rows\n"
+        "        try:\n            table.get_entity('p', key)\n        except ResourceNotFoundError:\n"
+        "            pass\n"
+        "    table.upsert_entity({'PartitionKey': 'p', 'RowKey': 'p1', 'horizon': 0.0})\n"
         "    try:\n        table.get_entity('o', to)\n    except ResourceNotFoundError:\n        pass\n"
         "    table.create_entity({'PartitionKey': 's', 'RowKey': ident, 'status': 'claimed'})\n"
         "    client = Client(os.environ['TWILIO_ACCOUNT_SID'], os.environ['TWILIO_AUTH_TOKEN'])\n"
@@ -96,6 +102,8 @@ CODE = {
         "    m = client.messages.create(to=to, from_=os.environ['TWILIO_FROM_NUMBER'], body='hi', "
         "status_callback=os.environ['PUBLIC_BASE_URL'] + '/api/status/message?id=' + ident)\n"
         "    table.update_entity({'PartitionKey': 's', 'RowKey': ident, 'status': 'sent', 'sid': m.sid})\n"
+        "    QueueClient.from_connection_string(os.environ['AzureWebJobsStorage'], os.environ['OUTCOMES_QUEUE'])"
+        ".send_message('{\"type\": \"sent\"}')  # the outcome event\n"
         "from azure.functions.queue import QueueMessage\n"
         "app.get_functions()[0].get_user_function()(msg=QueueMessage(id='q', body=b'{}', dequeue_count=1))\n"),
     "send": (
@@ -229,6 +237,9 @@ def run(runs: int = 15) -> Section:
         from azure.data.tables import TableServiceClient
 
         TableServiceClient.from_connection_string(azurite.connection_string).create_table(base_table)
+        from azure.storage.queue import QueueClient
+
+        QueueClient.from_connection_string(azurite.connection_string, f"bench-cold-outcomes-{run_id}").create_queue()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
         env.update({
             "PYTHONDONTWRITEBYTECODE": "1", "AzureWebJobsStorage": azurite.connection_string,
@@ -236,6 +247,9 @@ def run(runs: int = 15) -> Section:
             "PUBLIC_BASE_URL": PUBLIC_BASE_URL, "TWILIO_API_BASE_URL": twilio.base_url, "KEY_VAULT_URL": "",
             "SMS_QUEUE": f"bench-cold-sms-{run_id}", "CALL_QUEUE": f"bench-cold-calls-{run_id}",
             "INBOUND_QUEUE": f"bench-cold-inbound-{run_id}", "BENCH_TABLE": base_table, **_webhook_env(),
+            # As deployed: pacing on (a sender too fast to hold a send back) and outcome events on; the baseline
+            # makes the same storage calls (two pacing reads and a write, the outcome event).
+            "PACING": "on", "SENDER_RATES": f"{FROM}=5000", "OUTCOMES_QUEUE": f"bench-cold-outcomes-{run_id}",
         })
         variants: dict[str, tuple[str, Path]] = {
             "interpreter": (CODE["interpreter"], shipped),
