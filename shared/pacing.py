@@ -10,8 +10,8 @@ still apply, and Twilio's holds only ``PACING_LEAD_SECONDS`` of sending, enough 
 How (one budget for all instances, on Table storage, table ``pacing``):
 - A sender's rate R (``SENDER_RATES``, else a default by number type: :data:`DEFAULT_RATES`) is split over
   ``ceil(R / SHARD_MPS)`` shards, each a row on its own spread partition holding R/shards, so no partition takes
-  more than ~``SHARD_MPS`` writes/s even at a short code's 100 MPS. A message reads two random shards and uses the
-  one that is free sooner (two choices keep shards even).
+  more than ~``SHARD_MPS`` writes/s even at a short code's 100 MPS. A message reads one random shard; if that one
+  has no room it reads a second and uses the one whose turns end sooner (two choices keep shards even).
 - A shard row keeps ``horizon``, how far Twilio's queue for it reaches (each submission adds ``n / rate`` for
   ``n`` segments), and ``next_free``, the end of the turns handed out. A message goes now when Twilio's queue
   would still end within its share of the lead (``NORMAL_SHARE``, ``HIGH_SHARE``); an idle queue counts from
@@ -170,12 +170,17 @@ def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, ident
     step = cost / shard_rate
     ticket = _read_ticket(ident) if returning else None
     if ticket is not None:
-        picks = [int(ticket.get("shard", 0) or 0) % shards]
+        shard = int(ticket.get("shard", 0) or 0) % shards
+        row = _read(sender, shard)
     else:
-        picks = random.sample(range(shards), 2) if shards > 1 else [0]
-    rows = {shard: _read(sender, shard) for shard in picks}
-    shard = min(picks, key=lambda s: _value(rows[s], "next_free"))
-    row = rows[shard]
+        shard = random.randrange(shards)
+        row = _read(sender, shard)
+        if shards > 1 and not _has_room(row, step, ahead, transit):
+            # Busy: a second random shard, and the one whose turns end sooner (two choices keep shards even).
+            other = random.choice([s for s in range(shards) if s != shard])
+            other_row = _read(sender, other)
+            if _value(other_row, "next_free") < _value(row, "next_free"):
+                shard, row = other, other_row
     for _ in range(MAX_TRIES):
         moment = time.time() if now is None else now
         next_free, horizon = _value(row, "next_free"), _value(row, "horizon")
@@ -183,8 +188,7 @@ def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, ident
         # Whoever is in hand when there is room goes (a ticket's turn is when to come back, not a gate), so
         # Twilio's queue never runs dry while a holder is late (a busy host) or a turn went unused (STOP, cancel).
         after = max(moment + transit, horizon) + step
-        # (An idle queue always takes one message: a segment may last longer than the lead at a slow rate.)
-        if after <= moment + ahead + ROOM_SLACK or horizon <= moment:
+        if _room(moment, horizon, step, ahead, transit):
             values = {"horizon": after}
             if ticket is None:  # not counted in the reservations yet: later ones go behind it
                 values["next_free"] = max(moment, next_free) + step
@@ -218,6 +222,16 @@ def give_back(sender: str, granted: Slot) -> None:
             return
         if _write(sender, granted.shard, row, {"horizon": max(moment, horizon - granted.step)}):
             return
+
+
+def _has_room(row: Any, step: float, ahead: float, transit: float) -> bool:
+    return _room(time.time(), _value(row, "horizon"), step, ahead, transit)
+
+
+def _room(moment: float, horizon: float, step: float, ahead: float, transit: float) -> bool:
+    """Whether Twilio's queue, reaching to ``horizon``, takes ``step`` more at ``moment`` and still ends within
+    ``ahead``; an idle one always takes one message (a segment may last longer than the lead at a slow rate)."""
+    return max(moment + transit, horizon) + step <= moment + ahead + ROOM_SLACK or horizon <= moment
 
 
 def _value(row: Any, name: str) -> float:
