@@ -263,33 +263,37 @@ def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str 
         _safe_update(row, status="unknown", last_error=f"unexpected {type(exc).__name__} while sending")
         raise
 
+    unreported = _emit_sent(d, message.id, message.to, result.sid, result.status)
     try:
-        row = ledger.record_sent(row, result.sid, result.status)
+        row = ledger.record_sent(row, result.sid, result.status, **unreported)
     except Exception as exc:  # noqa: BLE001 - it *was* sent: acknowledge; the status callback fills the row in
         log.error("outbound %s id=%s sent as %s but the ledger was not updated: %s", d.kind, message.id,
                   result.sid, type(exc).__name__)
     _log(d.kind, message.id, message.to, "sent", result.sid)
-    _report_sent(d, message.id, message.to, row, result.sid, result.status)
+    _retry_for_the_event(d, unreported)
     return Outcome(d.kind, message.id, "sent", sid=result.sid)
 
 
-def _report_sent(d: _Delivery, ident: str, to: str | None, row: ledger.Row, sid: str, twilio_status: str,
-                 **fields: Any) -> None:
-    """The ``sent`` event. If it cannot be written, the row says so (``sent_unreported``) and this try fails:
-    the queue delivers the message again, the ledger shows it sent (never sent twice), and the event is written
-    then (:func:`_duplicate`)."""
+def _emit_sent(d: _Delivery, ident: str, to: str | None, sid: str, twilio_status: str,
+               **fields: Any) -> dict[str, bool]:
+    """Write the ``sent`` event before the ledger records the send, so that a crash in between leaves a row in
+    doubt, whose reconciliation finds the message and writes the event again (at least once). Returns what the
+    ledger write adds: ``sent_unreported`` when the event could not be written (:func:`_retry_for_the_event`)."""
     document = outcomes.event(d.kind, ident, to, "sent", sequence=outcomes.SENT_SEQUENCE, sid=sid,
                               twilio_status=twilio_status, **fields)
     try:
         outcomes.emit(document)
     except outcomes.OutcomeNotWrittenError as exc:
-        if d.last_try:
-            log.error("outbound %s id=%s %s (last try: not retried)", d.kind, ident, exc)
-            return
-        _safe_update(row, sent_unreported=True)
-        raise RetryLaterError(str(exc)) from None
-    if row.fields.get("sent_unreported"):
-        _safe_update(row, sent_unreported=False)
+        log.error("outbound %s id=%s %s%s", d.kind, ident, exc, " (last try: not retried)" if d.last_try else "")
+        return {} if d.last_try else {"sent_unreported": True}
+    return {}
+
+
+def _retry_for_the_event(d: _Delivery, unreported: dict[str, bool]) -> None:
+    """Sent, and recorded, but its event is not written: fail this try, so the queue delivers the message again;
+    the ledger says sent (never sent twice) and :func:`_duplicate` writes the event then."""
+    if unreported:
+        raise RetryLaterError("sent; its outcome event was not written yet")
 
 
 def _note_attempt(d: _Delivery, message: OutboundMessage, row: ledger.Row) -> None:
@@ -506,15 +510,15 @@ def _resolve_in_doubt(d: _Delivery, message: OutboundMessage, sender: tuple[str 
     if row.fields.get("read_errors"):
         row = _safe_update(row, read_errors=0) or row
     if verdict.outcome == "found":
+        unreported = _emit_sent(d, message.id, message.to, verdict.sid, verdict.status, resolution="found")
         try:
             ledger.record_sent(row, verdict.sid, verdict.status, resolution="found",
-                               resolution_detail=verdict.detail)
+                               resolution_detail=verdict.detail, **unreported)
         except Exception as exc:  # noqa: BLE001 - it was sent: acknowledge; the callback fills the row in
             log.error("outbound %s id=%s found as %s but the ledger was not updated: %s", d.kind, message.id,
                       verdict.sid, type(exc).__name__)
         _log(d.kind, message.id, message.to, "duplicate", f"in doubt ({doubt}); {verdict.detail}")
-        _report_sent(d, message.id, message.to, ledger.get(d.kind, message.id) or row, verdict.sid, verdict.status,
-                     resolution="found")
+        _retry_for_the_event(d, unreported)
         return Outcome(d.kind, message.id, "duplicate", sid=verdict.sid, reason=verdict.detail)
     settled = reconcile.settled_at(row, twilio_timeout=settings.twilio_http_timeout,
                                    settle_seconds=settings.reconcile_settle_seconds)
@@ -618,7 +622,10 @@ def _duplicate(d: _Delivery, message: OutboundMessage, row: ledger.Row) -> Outco
     """Already sent: acknowledged, nothing emitted again, unless the ``sent`` event was never written."""
     _log(d.kind, message.id, message.to, "duplicate", f"already sent as {row.sid or row.twilio_status}")
     if row.fields.get("sent_unreported") and row.sid:
-        _report_sent(d, message.id, message.to, row, row.sid, row.twilio_status)
+        unreported = _emit_sent(d, message.id, message.to, row.sid, row.twilio_status)
+        if not unreported:
+            _safe_update(row, sent_unreported=False)
+        _retry_for_the_event(d, unreported)
     return Outcome(d.kind, message.id, "duplicate", sid=row.sid)
 
 

@@ -24,7 +24,7 @@ def test_a_sent_event_that_cannot_be_written_is_written_on_the_next_delivery_and
         sender.process_sms(document, "q-1", 1)
         raise AssertionError("the try should fail while its sent event is not written")
     except sender.RetryLaterError as exc:
-        assert "oc-retry" in str(exc)
+        assert "outcome event was not written" in str(exc)
     assert len(outbound_env.created()) == 1 and row("sms", "oc-retry").fields.get("sent_unreported") is True
     set_env(OUTCOMES_QUEUE=good)
     again = sender.process_sms(document, "q-1", 2)
@@ -80,3 +80,37 @@ def test_status_events_order_by_the_lifecycle_and_name_the_error() -> None:
     assert failed["error"]["meaning"] == "Outside the WhatsApp 24-hour window"
     other = outcomes.status_event("sms", "x", None, "undelivered", rank=5, error_code="12345")
     assert other["error"]["meaning"].endswith("/errors/12345") and "to" in other
+
+
+class _Crash(BaseException):
+    """The worker dies (SIGKILL): nothing after this point runs."""
+
+
+def test_a_worker_killed_between_the_create_and_the_event_writes_the_event_when_the_send_is_reconciled(
+        outbound_env: Any) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from shared import ledger
+
+    to = fresh_number()
+    document = json.dumps({"id": "oc-crash", "to": to, "body": "your code is 9876"})
+
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise _Crash()
+
+    emit_sent, sender._emit_sent = sender._emit_sent, crash  # noqa: SLF001
+    try:
+        sender.process_sms(document, "q-4", 1)
+        raise AssertionError("the worker should have died")
+    except _Crash:
+        pass
+    finally:
+        sender._emit_sent = emit_sent  # noqa: SLF001
+    assert len(outbound_env.created()) == 1 and _events() == [] and row("sms", "oc-crash").status == "claimed"
+    stored = row("sms", "oc-crash")  # long ago: the claim's lease and the settle window are over
+    ledger.update(stored, claimed_at=datetime.now(timezone.utc) - timedelta(hours=1))
+    outcome = sender.process_sms(document, "q-4", 2)
+    assert outcome.result == "duplicate" and len(outbound_env.created()) == 1  # found in Twilio's list
+    [event] = _events()
+    assert event["type"] == "sent" and event["resolution"] == "found"
+    assert event["sid"] == outbound_env.created()[0].sid
