@@ -79,10 +79,19 @@ class Tally:
     stray_creates: int = 0
     busy: float = 0.0
     stray_details: list[str] = field(default_factory=list)
+    events: Counter = field(default_factory=Counter)   # outcome events by type (OUTCOMES_QUEUE)
+    events_repeated: int = 0                           # copies of an event_id already seen (at least once)
+    sent_without_event: list[str] = field(default_factory=list)
+    dead_lettered_without_event: list[str] = field(default_factory=list)
+    event_without_send: list[str] = field(default_factory=list)
+
+    @property
+    def events_ok(self) -> bool:
+        return not (self.sent_without_event or self.dead_lettered_without_event or self.event_without_send)
 
     @property
     def ok(self) -> bool:
-        return self.settled and self.lost == 0 and self.double_sends == 0 and self.ambiguous == 0
+        return self.settled and self.lost == 0 and self.double_sends == 0 and self.ambiguous == 0 and self.events_ok
 
     def render(self, params: dict[str, Any]) -> str:
         sends = self.sent_once + sum(self.sent_once_but_dead_lettered.values())
@@ -109,7 +118,14 @@ class Tally:
             ("sends/s", (f"{sends / self.elapsed:.0f} overall; {sends / self.busy:.0f} until the last send"
                          if self.elapsed and self.busy else "-")),
             ("sender outcomes (log)", ", ".join(f"{k}: {v}" for k, v in sorted(self.outcomes.items()))),
-            ("verdict", "OK: 0 lost, 0 double sends, 0 ambiguous" if self.ok else "FAILED"),
+            ("outcome events", ", ".join(f"{k}: {v}" for k, v in sorted(self.events.items())) +
+             f" ({self.events_repeated} repeated copies of an event_id)"),
+            ("  sent, no sent event", f"{len(self.sent_without_event)} {self.sent_without_event[:5] or ''}"),
+            ("  dead-lettered, no event", f"{len(self.dead_lettered_without_event)} "
+                                          f"{self.dead_lettered_without_event[:5] or ''}"),
+            ("  sent event, not sent", f"{len(self.event_without_send)} {self.event_without_send[:5] or ''}"),
+            ("verdict", "OK: 0 lost, 0 double sends, 0 ambiguous, every outcome has its event" if self.ok
+             else "FAILED"),
         ]
         width = max(len(k) for k, _ in rows)
         table = "\n".join(f"{k.ljust(width)} | {v}" for k, v in rows)
@@ -173,6 +189,30 @@ def _drain_poison(client: Any) -> list[dict[str, Any]]:
             found.append(document)
 
 
+def _tally_events(tally: Tally, client: Any, ids: list[str], created: Counter,
+                  poisoned: dict[str, list[str]]) -> None:
+    """Every outcome has its event, at least once: each id Twilio created a message for has a ``sent`` event, each
+    dead-lettered one a ``dead_lettered`` (or ``opted_out``) event, and no ``sent`` event names an id never sent."""
+    seen: set[str] = set()
+    by_id: dict[str, set[str]] = {}
+    for document in _drain_poison(client):  # the same read-once drain
+        event_id, ident, kind = document.get("event_id", ""), document.get("id", ""), document.get("type", "")
+        if event_id in seen:
+            tally.events_repeated += 1
+            continue
+        seen.add(event_id)
+        tally.events[kind] += 1
+        by_id.setdefault(ident, set()).add(kind)
+    for ident in ids:
+        kinds = by_id.get(ident, set())
+        if created.get(ident, 0) and "sent" not in kinds and not poisoned.get(ident):
+            tally.sent_without_event.append(ident)  # (one also dead-lettered has that event: checked below)
+        if not created.get(ident, 0) and "sent" in kinds:
+            tally.event_without_send.append(ident)
+        if poisoned.get(ident) and not kinds & {"dead_lettered", "opted_out"}:
+            tally.dead_lettered_without_event.append(ident)
+
+
 def _poison_id_and_reason(document: dict[str, Any]) -> tuple[str, str]:
     error = document.get("error")
     if isinstance(error, dict):
@@ -215,6 +255,7 @@ def run(args: argparse.Namespace) -> Tally:
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_FROM_NUMBER": FROM, "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
             "TWILIO_API_BASE_URL": fake.base_url, "SMS_QUEUE": queue_name, "CALL_QUEUE": f"soak-calls-{run_id}",
             "INBOUND_QUEUE": f"soak-inbound-{run_id}", "TWILIO_HTTP_TIMEOUT_SECONDS": str(args.twilio_timeout),
+            "OUTCOMES_QUEUE": f"soak-outcomes-{run_id}",
             "RECONCILE_SETTLE_SECONDS": str(args.settle),
             # Pacing on, as in production, at a rate this box's host cannot reach: it adds its round trips and
             # never holds a message back (bench.pacing measures pacing itself).
@@ -333,6 +374,8 @@ def run(args: argparse.Namespace) -> Tally:
             else:
                 tally.lost += 1
                 tally.lost_ids.append(ident)
+        _tally_events(tally, QueueClient.from_connection_string(azurite.connection_string,
+                                                                f"soak-outcomes-{run_id}"), ids, created, poisoned)
         known = set(ids)
         strays = [r for r in records if r.created and r.send_id not in known]
         tally.stray_creates = len(strays)

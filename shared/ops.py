@@ -142,20 +142,15 @@ def _parser() -> argparse.ArgumentParser:
     remove = optouts.add_parser("remove", parents=[common], help="opt an address back in")
     remove.add_argument("number", help="E.164 number or whatsapp:+E164")
 
-    inbound = verbs.add_parser("inbound", parents=[common],
-                               help="the inbound queue (INBOUND_QUEUE): SMS, WhatsApp and voicemail events, oldest "
-                                    "first (numbers masked in the table; --json prints the events as queued)")
-    inbound.add_argument("--limit", type=int, default=32, help="show at most N events (default 32)")
-    inbound.add_argument("--take", action="store_true",
-                         help="remove what is shown from the queue, as a consumer would (default: only look)")
-    inbound.set_defaults(action="list")
-    outcome_events = verbs.add_parser("outcomes", parents=[common],
-                                      help="the outcomes queue (OUTCOMES_QUEUE): what became of each queued send, "
-                                           "oldest first (--json prints the events as queued)")
-    outcome_events.add_argument("--limit", type=int, default=32, help="show at most N events (default 32)")
-    outcome_events.add_argument("--take", action="store_true",
-                                help="remove what is shown from the queue, as a consumer would (default: only look)")
-    outcome_events.set_defaults(action="list")
+    for verb, what in (("inbound", "the inbound queue (INBOUND_QUEUE): SMS, WhatsApp and voicemail events, oldest "
+                                   "first (numbers masked in the table; --json prints the events as queued)"),
+                       ("outcomes", "the outcomes queue (OUTCOMES_QUEUE): what became of each queued send, oldest "
+                                    "first (--json prints the events as queued)")):
+        events = verbs.add_parser(verb, parents=[common], help=what)
+        events.add_argument("--limit", type=int, default=32, help="show at most N events (default 32)")
+        events.add_argument("--take", action="store_true",
+                            help="remove what is shown from the queue, as a consumer would (default: only look)")
+        events.set_defaults(action="list")
 
     migrate = verbs.add_parser("migrate-layout", parents=[common],
                                help="move rows of the one-partition layout to spread partitions (idempotent)")
