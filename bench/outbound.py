@@ -305,8 +305,10 @@ def run(sends: int = 800, latencies_ms: tuple[int, ...] = (0, 150), chunk: int =
         section.rows += [
             Row("outbound", "vault reads per send", vault_reads / count_sends, None, "", "", "~0 (cached)",
                 vault_reads / count_sends < 0.05),
-            # opt-out read, claim, attempt index, SID index claim, record: each needed by exactly-once.
-            Row("outbound", "table ops per send", table_ops, None, "", "", "<= 5", table_ops <= 5.0 + 1e-9),
+            # opt-out read, claim, attempt index, SID index claim, record: each needed by exactly-once; plus pacing's
+            # shard read and write (one budget for every instance), a second read only when a shard is busy.
+            Row("outbound", "table ops per send", table_ops, None, "", "", "<= 5 + 2 pacing",
+                table_ops <= 7.0 + 0.1),
             Row("outbound", "round trips per send (every peer)", round_trips, 1.0, "", "raw requests"),
             Row("outbound", "Twilio requests per send", per_send.get("twilio", 0.0), 1.0, "", "raw requests",
                 "== 1", abs(per_send.get("twilio", 0.0) - 1.0) < 1e-9),
