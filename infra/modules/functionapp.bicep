@@ -31,7 +31,7 @@ param twilioApiKeySid string
 param smsQueueName string
 param callQueueName string
 param inboundQueueName string
-@description('Queue each send\'s final outcome is written to (OUTCOMES_QUEUE); empty = none written.')
+@description('Queue receiving one event per outcome of each queued send (OUTCOMES_QUEUE; README, Outcome events).')
 param outcomesQueueName string
 param voiceGreeting string
 param smsAutoReply string
