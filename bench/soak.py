@@ -398,7 +398,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--list-lag", type=float, default=1.0, help="seconds before a new send shows in lists")
     parser.add_argument("--dup-rate", type=float, default=0.05, help="share of ids enqueued twice")
     parser.add_argument("--kills", type=int, default=2, help="SIGKILL + restart of the host, spread over the run")
-    parser.add_argument("--timeout", type=float, default=900.0, help="give up (and fail) after this many seconds")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="give up (and fail) after this many seconds")
     parser.add_argument("--seed", type=int, default=20240611)
     # Time scaling (the real values in parentheses); the soak prints what it used.
     parser.add_argument("--visibility", type=float, default=2.0, help="retry back-off after a failure (30 s)")
