@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import random
 import threading
 import time
@@ -238,6 +239,7 @@ def wait_for_message(queue_name: str, seconds: float) -> Any:
 def test_over_the_hourly_budget_a_send_is_deferred_then_sent_when_the_window_has_room(
         outbound_env: Any, set_env: Any, clock: Callable[[float], None], monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="switchboard.outbound")  # as the worker's root logger at INFO
     monkeypatch.setattr(guardrails, "WINDOW_SECONDS", 4.0)  # "an hour" of 4 s: the deferral is short
     clock(0)  # the fixture's hour seen as 4 s windows: still later than any window used before
     set_env(MAX_SENDS_PER_HOUR="2")
