@@ -26,12 +26,10 @@ Where they are written: the send path (queue-triggered) with the Storage SDK (:f
 from __future__ import annotations
 
 import json
-import logging
 import os
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-log = logging.getLogger("switchboard.outcomes")
 
 SETTING = "OUTCOMES_QUEUE"
 DEFAULT_QUEUE = "outbound-outcomes"
@@ -140,14 +138,6 @@ def emit(document: Mapping[str, Any]) -> bool:
     except Exception as exc:  # noqa: BLE001 - any storage failure: the caller decides (retry or log)
         raise OutcomeNotWrittenError(str(document.get("event_id", "")), type(exc).__name__) from None
     return True
-
-
-def emit_or_log(document: Mapping[str, Any]) -> None:
-    """For events that must not fail what already happened (a deferral already requeued): log a miss."""
-    try:
-        emit(document)
-    except OutcomeNotWrittenError as exc:
-        log.warning("%s", exc)
 
 
 def for_binding(document: Mapping[str, Any] | None) -> str | None:
