@@ -24,6 +24,13 @@ How (one budget for all instances, on Table storage, table ``pacing``):
   ``send_at`` is what makes the pacer look for a ticket: one read, only for such messages) it goes as soon as
   there is room, asking again within a second or two if not, without losing its place. So a campaign keeps
   about its order, and Twilio's queue holds about the lead.
+- Turns left unused (a cancelled campaign, a STOP, a holder that went early or lost its races) would leave
+  Twilio's queue dry until the next holder's own turn. So a holder away for more than ``LINE_MIN_HOP_SECONDS``
+  also stands in its shard's *line* (table ``pacing``, one partition per shard, RowKey = when its copy comes
+  back + id) with its
+  queue copy's id and pop receipt; whoever finds room to spare while turns are still held (a submission that
+  leaves room, a room given back, a cancelled holder) calls the next holders in line forward: their copies
+  become visible now (``update_message``), and each one goes if there is room, else back to its own turn.
 - ``priority: high`` (one-time codes, alerts) never takes a turn: it goes whenever Twilio's queue is within the
   whole lead, so it waits there behind at most the lead's worth of a campaign (the rest of the campaign is still
   in our queue, where STOP and cancel apply), and later turns queue behind it.
@@ -37,6 +44,8 @@ templates 1. Campaign cancellation (``python -m shared.ops sends cancel --campai
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import random
 import time
@@ -45,6 +54,8 @@ from typing import Any, Mapping
 
 from . import storage
 from .config import InvalidSettingError
+
+log = logging.getLogger(__name__)
 
 TABLE = "pacing"
 CANCELLATIONS = "cancellations"
@@ -57,6 +68,9 @@ MAX_SHARDS = 64
 EARLY_RETURN_SECONDS = 1.0    # a waiting message comes back this much before its turn: a turn left unused is filled
 ROOM_SLACK = 0.001       # seconds: float rounding, not a tolerance
 MAX_TRIES = 8             # re-reads after lost races before giving up for this delivery (it is retried)
+LINE_MIN_HOP_SECONDS = 3.0    # a holder away longer than this stands in the line (it can be called forward)
+CALL_FORWARD_MAX = 3      # holders called forward at once (each that goes calls the next if room is left)
+CALL_FORWARD_GAIN = 0.5   # seconds: a holder due back sooner than this is not worth calling
 # Messages per second by sender type when SENDER_RATES does not name the sender (Twilio's documented defaults
 # for an unregistered account; a 10DLC campaign's rate comes from its trust tier: set it in SENDER_RATES).
 DEFAULT_RATES: Mapping[str, float] = {"longcode": 1.0, "tollfree": 3.0, "shortcode": 100.0, "whatsapp": 80.0,
@@ -140,6 +154,7 @@ class Slot:
     not_before: float = 0.0
     shard: int = 0
     step: float = 0.0   # seconds of the shard's sending this message takes
+    line: str = ""      # reserved and away long enough: its place in the shard's line (see ``hold``)
 
 
 def shard_count(rate: float) -> int:
@@ -157,6 +172,14 @@ def _ticket_key(ident: str) -> tuple[str, str]:
     from .ledger import partition_key
 
     return partition_key("ticket", ident), ident
+
+
+def _line_partition(sender: str, shard: int) -> str:
+    return f"line-{sender}_{shard}"  # one per shard: its holders in the order of their turns
+
+
+def _line_key(visible_at: float, ident: str = "") -> str:
+    return f"{max(0, int(visible_at * 1000)):015d}_{ident}"  # in the order the holders' copies come back
 
 
 def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, ident: str, high: bool = False,
@@ -183,7 +206,8 @@ def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, ident
                 shard, row = other, other_row
     for _ in range(MAX_TRIES):
         moment = time.time() if now is None else now
-        next_free, horizon = _value(row, "next_free"), _value(row, "horizon")
+        next_free, horizon, held = _value(row, "next_free"), _value(row, "horizon"), _value(row, "held")
+        turn = _value(ticket, "slot")
         # Twilio's queue reaches to ``horizon``; this message may go while it would still end within ``ahead``.
         # Whoever is in hand when there is room goes (a ticket's turn is when to come back, not a gate), so
         # Twilio's queue never runs dry while a holder is late (a busy host) or a turn went unused (STOP, cancel).
@@ -192,20 +216,31 @@ def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, ident
             values = {"horizon": after}
             if ticket is None:  # not counted in the reservations yet: later ones go behind it
                 values["next_free"] = max(moment, next_free) + step
+            else:  # the line has moved up to here: holders behind it reckon their wait from it
+                values["served"] = max(_value(row, "served"), turn)
             decision = Slot(True, shard=shard, step=step)
-        elif ticket is not None:  # keeps its place: back as soon as Twilio's queue has room for it
-            wait = max(1.0, after - ahead - moment)
-            return Slot(False, wait, reserved=True, not_before=moment + wait)
+        elif ticket is not None:  # keeps its place: back at its turn, or when the holders ahead of it have gone
+            own = turn - ahead - EARLY_RETURN_SECONDS - moment
+            # Late (a busy host): the turns between the last holder served and its own go first, at the rate.
+            ahead_of_it = max(0.0, turn - _value(row, "served") - step)
+            wait = own if own > 1.0 else max(1.0, after - ahead - moment + ahead_of_it)
+            return Slot(False, wait, reserved=True, not_before=moment + wait, shard=shard, step=step,
+                        line=_line_key(moment + wait, ident) if wait >= LINE_MIN_HOP_SECONDS else "")
         elif high:  # the reserve is used up for a moment: ask again shortly, ahead of the queue
             return Slot(False, max(1.0, after - ahead - moment))
         else:
             slot = max(moment, next_free, horizon)
-            values = {"next_free": slot + step}
-            turn = slot - ahead - EARLY_RETURN_SECONDS
-            decision = Slot(False, max(1.0, turn - moment), reserved=True, not_before=turn)
+            values = {"next_free": slot + step, "held": max(held, slot)}
+            wait = max(1.0, slot - ahead - EARLY_RETURN_SECONDS - moment)
+            decision = Slot(False, wait, reserved=True, not_before=moment + wait, shard=shard, step=step,
+                            line=_line_key(moment + wait, ident) if wait >= LINE_MIN_HOP_SECONDS else "")
         if _write(sender, shard, row, values):
             if decision.reserved:
-                _write_ticket(ident, decision.not_before + ahead + EARLY_RETURN_SECONDS, shard)
+                _write_ticket(ident, slot, shard)
+            else:  # room to spare while turns are still held: the next holders need not wait for theirs
+                spare = moment + lead_seconds * NORMAL_SHARE - after
+                if held > moment and spare * shard_rate >= 1:
+                    _call_forward_quietly(sender, shard, min(CALL_FORWARD_MAX, int(spare * shard_rate)))
             return decision
         row = _read(sender, shard)
     raise PacingBusyError(f"pacing: {MAX_TRIES} lost races for one shard of a sender; retrying later")
@@ -221,7 +256,65 @@ def give_back(sender: str, granted: Slot) -> None:
         if row is None or horizon <= moment:
             return
         if _write(sender, granted.shard, row, {"horizon": max(moment, horizon - granted.step)}):
+            if _value(row, "held") > moment:
+                _call_forward_quietly(sender, granted.shard, 1)
             return
+
+
+def hold(sender: str, reserved: Slot, queue_name: str, message_id: str, pop_receipt: str) -> None:
+    """Stand in the shard's line: ``reserved`` (a Slot with a ``line`` place) waits as queue message
+    ``message_id`` (its copy, just sent back with that pop receipt) until ``reserved.not_before``. Without this
+    the message still comes back at its turn; it only cannot be called forward."""
+    if not reserved.line:
+        return
+    storage.table(TABLE).upsert_entity({
+        "PartitionKey": _line_partition(sender, reserved.shard), "RowKey": reserved.line, "queue": queue_name,
+        "message_id": message_id, "pop_receipt": pop_receipt, "visible_at": reserved.not_before})
+
+
+def release(sender: str, ident: str) -> None:
+    """A holder that will never be sent (its campaign was cancelled) came back: its turn goes to the next in
+    line. Best effort, as ``give_back``."""
+    ticket = _read_ticket(ident)
+    if ticket is not None:
+        _call_forward_quietly(sender, int(ticket.get("shard", 0) or 0), 1)
+
+
+def call_forward(sender: str, shard: int, count: int) -> int:
+    """Make the copies of the next ``count`` holders in ``shard``'s line (those due back soonest, but later than
+    ``CALL_FORWARD_GAIN`` from now) visible now. Each place is used once: a copy that
+    is gone (sent, or in hand and sent back with a new pop receipt) costs only its row. Returns how many came."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import HttpResponseError
+
+    table = storage.table(TABLE)
+    moment = time.time()
+    rows = table.query_entities("PartitionKey eq @line and RowKey ge @soon",  # a key range: no scan of the past
+                                parameters={"line": _line_partition(sender, shard),
+                                            "soon": _line_key(moment + CALL_FORWARD_GAIN)},
+                                results_per_page=max(1, count))
+    called = 0
+    for row in itertools.islice(rows, max(0, count)):
+        try:
+            storage.queue(str(row["queue"])).update_message(str(row["message_id"]),
+                                                            pop_receipt=str(row["pop_receipt"]),
+                                                            visibility_timeout=0)
+            called += 1
+        except HttpResponseError:
+            pass  # the copy is gone: the holder was sent, or is in hand (it stands in line again if it waits)
+        try:
+            table.delete_entity(row["PartitionKey"], row["RowKey"], etag=row.metadata["etag"],
+                                match_condition=MatchConditions.IfNotModified)
+        except HttpResponseError:
+            pass  # it stood in line again meanwhile: that newer place stays
+    return called
+
+
+def _call_forward_quietly(sender: str, shard: int, count: int) -> None:
+    try:
+        call_forward(sender, shard, count)
+    except Exception as exc:  # noqa: BLE001 - only throughput is lost: each holder still comes back at its turn
+        log.warning("pacing: holders not called forward (%s)", type(exc).__name__)
 
 
 def _has_room(row: Any, step: float, ahead: float, transit: float) -> bool:

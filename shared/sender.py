@@ -207,12 +207,18 @@ def _requeue(d: _Delivery, message: OutboundMessage, seconds: float,
     """Put the message back on its queue, invisible for ``seconds`` (1 s to 7 days), as it arrived (raw or base64)
     but with its resolved ``id`` written in: the copy gets a new queue message id, and the ledger key must not
     change with it (an ``"id": null`` or absent id would otherwise default to the new one). Returns the hop."""
+    return _send_back(d, message, seconds, decoded)[0]
+
+
+def _send_back(d: _Delivery, message: OutboundMessage, seconds: float,
+               decoded: outbound.Decoded | None = None) -> tuple[int, Any]:
+    """``_requeue``, also returning the copy's queue message (its id and pop receipt)."""
     decoded = decoded or outbound.decode(d.body)
     hop = max(1, min(MAX_HOP_SECONDS, math.ceil(seconds)))
     document = {**decoded.document, "id": message.id}
-    storage.queue(d.queue_name).send_message(outbound.encode(document, as_base64=decoded.was_base64),
-                                             visibility_timeout=hop, time_to_live=-1)
-    return hop
+    copy = storage.queue(d.queue_name).send_message(outbound.encode(document, as_base64=decoded.was_base64),
+                                                    visibility_timeout=hop, time_to_live=-1)
+    return hop, copy
 
 
 def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str | None]) -> Outcome:
@@ -220,6 +226,7 @@ def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str 
     # Pacing before the opt-out read: a message that must wait costs only its pacing round trips; the checks
     # below run when its turn comes, so a STOP recorded while it waited still applies.
     if message.campaign and pacing.campaign_cancelled(message.campaign):  # before its turn is even asked for
+        _release_turn(message, sender)
         return _cancel(d, message, f"campaign {message.campaign} was cancelled")
     paced = _pace(d, message, sender)
     if isinstance(paced, Outcome):
@@ -237,7 +244,8 @@ def _send(d: _Delivery, message: OutboundMessage, sender: tuple[str | None, str 
                                     **_row_content(message))
     if not claimed:
         decision = _existing_claim(d, message, sender, row, digest)
-        if isinstance(decision, Outcome):
+        if isinstance(decision, Outcome):  # nothing submitted by this delivery: its room is not used
+            _give_back(sender, paced)
             return decision
         row = decision
     _note_attempt(d, message, row)
@@ -328,11 +336,13 @@ def _pace(d: _Delivery, message: OutboundMessage,
     if slot.submit:
         return slot
     decoded = outbound.decode(d.body)
-    if slot.reserved:  # back with send_at = its turn: then the pacer finds its ticket instead of queueing again
-        turn = datetime.fromtimestamp(slot.not_before, timezone.utc)
-        if message.send_at is None or message.send_at < turn:
-            decoded = outbound.Decoded({**decoded.document, "send_at": turn.isoformat()}, decoded.was_base64)
-    hop = _requeue(d, message, slot.wait_seconds, decoded)
+    if slot.reserved and message.send_at is None:
+        # Back with a send_at (already past: the queue's visibility does the waiting, and a copy called forward
+        # is not held back by it), so the pacer looks for its ticket instead of queueing it again.
+        decoded = outbound.Decoded({**decoded.document, "send_at": _now().isoformat()}, decoded.was_base64)
+    hop, copy = _send_back(d, message, slot.wait_seconds, decoded)
+    if slot.line:
+        _stand_in_line(key, slot, d.queue_name, copy)
     telemetry.count_pacing_deferral(message.priority, "turn" if message.send_at is None else "no_room")
     if message.send_at is None:  # its first wait only: a producer needs one word that it is paced, not one a hop
         _report(d, outcomes.reason_event(d.kind, message.id, message.to, "deferred", PACED,
@@ -340,6 +350,24 @@ def _pace(d: _Delivery, message: OutboundMessage,
     _log(d.kind, message.id, message.to, "deferred",
          f"{PACED}: sender {mask_number(key)} at {rate:g}/s, {cost} segment(s), back in {hop} s")
     return Outcome(d.kind, message.id, "deferred", reason=f"{PACED}: requeued for {hop} s", code=PACED)
+
+
+def _stand_in_line(key: str, slot: pacing.Slot, queue_name: str, copy: Any) -> None:
+    """The waiting copy can be called forward when a turn ahead of it goes unused (``pacing.hold``)."""
+    try:
+        pacing.hold(key, slot, queue_name, copy.id, copy.pop_receipt)
+    except Exception as exc:  # noqa: BLE001 - it still comes back at its turn
+        log.warning("pacing: not in line (%s)", type(exc).__name__)
+
+
+def _release_turn(message: OutboundMessage, sender: tuple[str | None, str | None]) -> None:
+    """A waiting message that will never be sent came back: the next in line takes its turn."""
+    if message.send_at is None or not isinstance(message, SmsMessage) or get_settings().pacing == "off":
+        return
+    try:
+        pacing.release(sender[0] or sender[1] or "", message.id)
+    except Exception as exc:  # noqa: BLE001 - only throughput is lost
+        log.warning("pacing: turn not released (%s)", type(exc).__name__)
 
 
 def _give_back(sender: tuple[str | None, str | None], granted: pacing.Slot | None) -> None:
