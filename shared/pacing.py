@@ -20,17 +20,20 @@ How (one budget for all instances, on Table storage, table ``pacing``):
   ``give_back`` returns a granted room that was not used) does not leave Twilio's queue dry.
 - Otherwise a normal message takes the next turn (``next_free`` moves by its ``n / rate``; one etag-guarded MERGE,
   a lost race re-reads): a ticket row (``ticket-xx``, RowKey = the id) holds it, and the message goes back on our
-  queue with ``send_at`` = its turn, invisible until ``EARLY_RETURN_SECONDS`` before it. When it comes back (a
-  ``send_at`` is what makes the pacer look for a ticket: one read, only for such messages) it goes as soon as
-  there is room, asking again within a second or two if not, without losing its place. So a campaign keeps
-  about its order, and Twilio's queue holds about the lead.
+  queue, invisible until ``EARLY_RETURN_SECONDS`` before its turn, with a ``send_at`` (the moment it was paced:
+  already past when it comes back, so it never holds a copy back; its presence is what makes the pacer look for
+  a ticket, one read, only for such messages). Back, it goes as soon as there is room. If there is none it keeps
+  its place: early (called forward, below), it goes back until its own turn; due or late (a busy host), it takes
+  the next place in the shard's line of late holders (``late_free``, one step apart), so a crowd of late
+  holders comes back one at a time instead of all asking every second. So a campaign keeps about its order, and
+  Twilio's queue holds about the lead.
 - Turns left unused (a cancelled campaign, a STOP, a holder that went early or lost its races) would leave
   Twilio's queue dry until the next holder's own turn. So a holder away for more than ``LINE_MIN_HOP_SECONDS``
-  also stands in its shard's *line* (table ``pacing``, one partition per shard, RowKey = when its copy comes
-  back + id) with its
-  queue copy's id and pop receipt; whoever finds room to spare while turns are still held (a submission that
-  leaves room, a room given back, a cancelled holder) calls the next holders in line forward: their copies
-  become visible now (``update_message``), and each one goes if there is room, else back to its own turn.
+  also stands in its shard's *line* (same table, one partition per shard, RowKey = when its copy comes back +
+  id, with the copy's queue message id and pop receipt). Whoever finds room to spare while turns are still held
+  (``held``: a submission that leaves room, a room given back, a cancelled holder) calls the next holders in
+  line forward: their copies become visible now (``update_message``), each one goes if there is room, and one
+  that goes with room to spare calls the next.
 - ``priority: high`` (one-time codes, alerts) never takes a turn: it goes whenever Twilio's queue is within the
   whole lead, so it waits there behind at most the lead's worth of a campaign (the rest of the campaign is still
   in our queue, where STOP and cancel apply), and later turns queue behind it.
@@ -60,12 +63,13 @@ log = logging.getLogger(__name__)
 TABLE = "pacing"
 CANCELLATIONS = "cancellations"
 SHARD_MPS = 10.0          # the most one shard row (one partition) paces
-NORMAL_SHARE = 0.75       # normal messages fill this share of the lead; the rest is room for high priority
-HIGH_SHARE = 1.0          # high ones fill up to this share of the lead
+NORMAL_SHARE = 0.70       # normal messages fill this share of the lead; the rest is room for high priority
+HIGH_SHARE = 0.95         # high ones fill up to this share (the rest: on a busy host a message granted room
+                          # reaches Twilio a moment later than planned, and the lead is a limit)
 TRANSIT_SHARE = 0.25      # an idle queue restarts this share of the lead from now: the time a paced message takes
                           # to reach Twilio (our checks, the claim, the request), so it does not arrive on top
 MAX_SHARDS = 64
-EARLY_RETURN_SECONDS = 1.0    # a waiting message comes back this much before its turn: a turn left unused is filled
+EARLY_RETURN_SECONDS = 0.5    # a waiting message comes back this much before its turn: a turn left unused is filled
 ROOM_SLACK = 0.001       # seconds: float rounding, not a tolerance
 MAX_TRIES = 8             # re-reads after lost races before giving up for this delivery (it is retried)
 LINE_MIN_HOP_SECONDS = 3.0    # a holder away longer than this stands in the line (it can be called forward)
@@ -216,16 +220,21 @@ def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, ident
             values = {"horizon": after}
             if ticket is None:  # not counted in the reservations yet: later ones go behind it
                 values["next_free"] = max(moment, next_free) + step
-            else:  # the line has moved up to here: holders behind it reckon their wait from it
-                values["served"] = max(_value(row, "served"), turn)
             decision = Slot(True, shard=shard, step=step)
-        elif ticket is not None:  # keeps its place: back at its turn, or when the holders ahead of it have gone
-            own = turn - ahead - EARLY_RETURN_SECONDS - moment
-            # Late (a busy host): the turns between the last holder served and its own go first, at the rate.
-            ahead_of_it = max(0.0, turn - _value(row, "served") - step)
-            wait = own if own > 1.0 else max(1.0, after - ahead - moment + ahead_of_it)
+        elif ticket is not None and turn - ahead - EARLY_RETURN_SECONDS - moment > 1.0:
+            # Early (called forward, and the room was taken): back at its own turn, still in line.
+            wait = turn - ahead - EARLY_RETURN_SECONDS - moment
             return Slot(False, wait, reserved=True, not_before=moment + wait, shard=shard, step=step,
                         line=_line_key(moment + wait, ident) if wait >= LINE_MIN_HOP_SECONDS else "")
+        elif ticket is not None:
+            # Due or late and no room (holders late behind a busy host crowd in at once): a place in the line of
+            # late holders, one step apart from the last, so they come back one at a time rather than all of them
+            # asking again every second.
+            late_turn = max(after - ahead, _value(row, "late_free"))
+            values = {"late_free": late_turn + step}
+            wait = max(1.0, late_turn - moment)
+            decision = Slot(False, wait, reserved=True, not_before=moment + wait, shard=shard, step=step,
+                            line=_line_key(moment + wait, ident) if wait >= LINE_MIN_HOP_SECONDS else "")
         elif high:  # the reserve is used up for a moment: ask again shortly, ahead of the queue
             return Slot(False, max(1.0, after - ahead - moment))
         else:
@@ -235,7 +244,7 @@ def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, ident
             decision = Slot(False, wait, reserved=True, not_before=moment + wait, shard=shard, step=step,
                             line=_line_key(moment + wait, ident) if wait >= LINE_MIN_HOP_SECONDS else "")
         if _write(sender, shard, row, values):
-            if decision.reserved:
+            if decision.reserved and ticket is None:
                 _write_ticket(ident, slot, shard)
             else:  # room to spare while turns are still held: the next holders need not wait for theirs
                 spare = moment + lead_seconds * NORMAL_SHARE - after

@@ -178,17 +178,18 @@ def test_sender_rates_setting_is_parsed_and_bad_values_name_the_setting() -> Non
 def test_while_waiting_messages_are_late_a_message_in_hand_goes_and_twilio_is_not_left_dry(paced: Any) -> None:
     sender_ = fresh_number()
     t = 1_000_000.0
-    first = [pacing.take_slot(sender_, 1, rate=4, lead_seconds=1, ident=f"a{i}", now=t) for i in range(6)]
-    assert [s.submit for s in first].count(True) == 2 and all(s.reserved for s in first if not s.submit)
-    # Two seconds on, none of the four holders came back (a busy host): Twilio's queue is empty, so the next
+    # 4 messages/s, a 2 s lead: normal messages fill 1.4 s of it, counted from half a second ahead when idle.
+    first = [pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident=f"a{i}", now=t) for i in range(8)]
+    assert [s.submit for s in first].count(True) == 3 and all(s.reserved for s in first if not s.submit)
+    # Two seconds on, none of the holders came back (a busy host): Twilio's queue is empty, so the next
     # message in hand goes now instead of taking a turn behind them.
-    later = pacing.take_slot(sender_, 1, rate=4, lead_seconds=1, ident="b0", now=t + 2)
+    later = pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident="b0", now=t + 2)
     assert later.submit
     # A holder late for its turn still goes as soon as there is room, and one with no room keeps its place.
-    back = pacing.take_slot(sender_, 1, rate=4, lead_seconds=1, ident="a5", returning=True, now=t + 2)
+    back = pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident="a7", returning=True, now=t + 2)
     assert back.submit
-    crowded = [pacing.take_slot(sender_, 1, rate=4, lead_seconds=1, ident=f"a{i}", returning=True, now=t + 2)
-               for i in (2, 3, 4)]
+    crowded = [pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident=f"a{i}", returning=True, now=t + 2)
+               for i in (3, 4, 5)]
     assert not crowded[-1].submit and crowded[-1].reserved and crowded[-1].wait_seconds >= 1
 
 
@@ -204,3 +205,82 @@ def test_a_granted_submission_that_is_not_made_gives_its_room_to_the_next_messag
     after = pacing._value(pacing._read(sender_, 0), "horizon")  # noqa: SLF001
     assert after == pytest.approx(max(time.time(), before - 0.25), abs=0.05)
     assert pacing.take_slot(sender_, 1, rate=4, lead_seconds=1, ident="next", high=True).submit
+
+
+def _visible_ids(queue_name: str) -> set[str]:
+    return {json.loads(m.content)["id"] for m in storage.queue(queue_name).peek_messages(max_messages=32)}
+
+
+def test_a_cancelled_campaign_s_turn_goes_to_the_next_holder_in_line_before_its_own(paced: Any) -> None:
+    import time
+
+    # 4 messages/s: a burst of 24 holds turns up to ~6 s ahead; the last ones, away for more than
+    # LINE_MIN_HOP_SECONDS, stand in the sender's line. The first 20 are campaign "early", the rest "late".
+    ids = _ids("line", 24)
+    outcomes = {i: sender.process_sms(_sms(i, campaign="early" if n < 20 else "late"), f"q-{i}", 1)
+                for n, i in enumerate(ids)}
+    line = sorted(storage.table(pacing.TABLE).query_entities(
+        "PartitionKey eq @p", parameters={"p": pacing._line_partition(_SENDER["from"], 0)}),  # noqa: SLF001
+        key=lambda place: place["RowKey"])
+    in_line = [i for place in line for i in ids if place["RowKey"].endswith("_" + i)]
+    assert in_line, "the burst's last messages wait in our queue, in the sender's line"
+    turns = {i: pacing._read_ticket(i)["slot"] for i in in_line}  # noqa: SLF001
+    assert _visible_ids(sms_queue()).isdisjoint(in_line)
+    pacing.cancel_campaign("early")
+    cancelled = next(i for i in ids[:20] if outcomes[i].result == "deferred" and i not in in_line)
+    # A cancelled holder comes back: it is never sent, and the first in line is called now, seconds before its
+    # own turn, instead of Twilio's queue waiting idle for it.
+    assert _comes_back(json.loads(_sms(cancelled, campaign="early"))).result == "cancelled"
+    first = in_line[0]
+    assert first in _visible_ids(sms_queue())
+    assert turns[first] - time.time() > 1.0, "called forward ahead of its turn"
+    assert _visible_ids(sms_queue()).isdisjoint(in_line[1:]), "one turn freed: one holder called"
+
+
+def test_a_holder_whose_copy_is_gone_costs_only_its_place_in_line(paced: Any) -> None:
+    ids = _ids("gone", 24)
+    outcomes = {i: sender.process_sms(_sms(i), f"q-{i}", 1) for i in ids}
+    assert outcomes[ids[-2]].result == "deferred"
+
+    def places() -> int:
+        return len(list(storage.table(pacing.TABLE).query_entities(
+            "PartitionKey eq @p", parameters={"p": pacing._line_partition(_SENDER["from"], 0)})))  # noqa: SLF001
+
+    standing = places()
+    assert standing >= 2, "the burst's last holders stand in line"
+    storage.queue(sms_queue()).clear_messages()  # every waiting copy is gone (taken by another instance, say)
+    assert pacing.call_forward(_SENDER["from"], 0, 2) == 0
+    assert places() == standing - 2  # nothing came, and those places were removed
+
+
+def test_a_holder_called_forward_that_finds_no_room_goes_back_to_its_own_turn(paced: Any) -> None:
+    sender_ = fresh_number()
+    t = 2_000_000.0
+    slots = [pacing.take_slot(sender_, 1, rate=4, lead_seconds=1, ident=f"c{i}", now=t) for i in range(20)]
+    last = slots[-1]
+    assert last.reserved and last.line, "away for seconds: it stands in line"
+    # Called forward at t + 1, but high-priority messages took the room meanwhile: it does not ask again each
+    # second until its turn.
+    assert all(pacing.take_slot(sender_, 1, rate=4, lead_seconds=1, ident=f"h{i}", high=True, now=t + 1).submit
+               for i in range(2))
+    back = pacing.take_slot(sender_, 1, rate=4, lead_seconds=1, ident="c19", returning=True, now=t + 1)
+    assert not back.submit and back.reserved
+    assert back.not_before == pytest.approx(last.not_before, abs=0.01)
+
+
+def test_late_holders_wait_behind_the_holders_ahead_of_them_instead_of_asking_every_second(paced: Any) -> None:
+    sender_ = fresh_number()
+    t = 3_000_000.0
+    held = [i for i in range(20)
+            if not pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident=f"l{i}", now=t).submit]
+    # Thirty seconds on (a busy host), every holder is late and they crowd in at once. The first ones take the
+    # room; each of the others gets a place in the line of late holders, a quarter second (its sending) after
+    # the one before, instead of all of them asking again every second.
+    late = t + 30
+    back = [pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident=f"l{i}", returning=True, now=late)
+            for i in held]
+    waiting = [b for b in back if not b.submit]
+    assert 1 <= len(back) - len(waiting) <= 3 and all(w.reserved for w in waiting)
+    seconds = [w.wait_seconds for w in waiting]
+    assert seconds == sorted(seconds) and seconds[0] == pytest.approx(1.0)
+    assert seconds[-1] == pytest.approx(seconds[-2] + 0.25) and seconds[-1] >= 0.25 * (len(waiting) - 4)
