@@ -21,10 +21,13 @@ against its goal:
 - sends to a STOPped recipient or of the cancelled campaign more than 1 s after the STOP / cancel: 0 (a message
   past its checks when they landed may still go; the second allows for that one request in flight).
 
-Scaling to 100,000 messages: the pacing work per message is constant (two shard reads and one write per
-delivery, plus one requeue when it has to wait), so a run takes messages / rate seconds (2,000 s at 50 MPS) and
-the ratios above do not depend on the count; the queue holds the waiting messages (Storage: 2,000 messages/s per
-queue, far above any sender's rate).
+Scaling to 100,000 messages: the pacing work per message is constant (a shard read and write per delivery, a
+ticket read for a message coming back, and for one that waits more than 3 s a place in its shard's line; about
+1.4 deliveries per sent message here), so a run takes messages / rate seconds (2,000 s at 50 MPS) and the ratios
+above do not depend on the count; the queue holds the waiting messages (Storage: 2,000 messages/s per queue, far
+above any sender's rate). What does grow with the count is the first pass: the host looks at every message once
+before the copies sent back come round again, so holders whose turns fall inside that pass come back late (they
+then go one turn apart); a host that scales out shortens it.
 """
 
 from __future__ import annotations

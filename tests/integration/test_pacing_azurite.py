@@ -29,8 +29,9 @@ def _sms(ident: str, **extra: Any) -> str:
                        **extra})
 
 
-def _comes_back(document: dict[str, Any]) -> sender.Outcome:
-    """Deliver a waiting message's copy as the queue does at its turn: with the send_at the pacer wrote."""
+def _comes_back(document: dict[str, Any], before: Any = None) -> sender.Outcome:
+    """Deliver a waiting message's copy as the queue does at its turn: with the send_at the pacer wrote.
+    ``before()`` runs just before the delivery, once the sender's queue has room for it."""
     import time
     from datetime import datetime, timezone
 
@@ -45,6 +46,8 @@ def _comes_back(document: dict[str, Any]) -> sender.Outcome:
                <= time.time() + room, 10, "Twilio's queue for the sender to drain below the lead")
     pacing._write_ticket(document["id"], time.time() + 0.75, int(ticket["shard"]))  # noqa: SLF001 - its turn now
     copy = {**document, "send_at": datetime.now(timezone.utc).isoformat()}
+    if before is not None:
+        before()
     return sender.process_sms(json.dumps(copy), f"copy-{document['id']}", 1)
 
 
@@ -284,3 +287,24 @@ def test_late_holders_wait_behind_the_holders_ahead_of_them_instead_of_asking_ev
     seconds = [w.wait_seconds for w in waiting]
     assert seconds == sorted(seconds) and seconds[0] == pytest.approx(1.0)
     assert seconds[-1] == pytest.approx(seconds[-2] + 0.25) and seconds[-1] >= 0.25 * (len(waiting) - 4)
+
+
+def test_a_room_given_back_after_a_stop_calls_the_next_holder_forward(paced: Any) -> None:
+    import time
+
+    documents = [json.loads(_sms(i)) for i in _ids("giveback", 36)]
+    outcomes = {d["id"]: sender.process_sms(json.dumps(d), f"q-{d['id']}", 1) for d in documents}
+    waiting = [d for d in documents if outcomes[d["id"]].result == "deferred"]
+    optouts.record_optout(waiting[0]["to"], "STOP")
+
+    def away() -> set[str]:  # holders in line whose copies stay invisible for more than another second
+        soon = time.time() + 1.5
+        return {place["RowKey"].rsplit("_", 1)[1] for place in storage.table(pacing.TABLE).query_entities(
+            "PartitionKey eq @p", parameters={"p": pacing._line_partition(_SENDER["from"], 0)})  # noqa: SLF001
+            if place["visible_at"] > soon}
+
+    # Its turn: granted its room, then refused (the STOP): the room is given back, and the next in line comes.
+    before: set[str] = set()
+    assert _comes_back(waiting[0], before=lambda: before.update(away())).code == "opted_out"
+    assert before, "holders stood in line"
+    assert len(_visible_ids(sms_queue()) & before) == 1, "one room given back: one holder called forward"
