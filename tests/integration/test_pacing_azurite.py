@@ -271,22 +271,35 @@ def test_a_holder_called_forward_that_finds_no_room_goes_back_to_its_own_turn(pa
     assert back.not_before == pytest.approx(last.not_before, abs=0.01)
 
 
-def test_late_holders_wait_behind_the_holders_ahead_of_them_instead_of_asking_every_second(paced: Any) -> None:
+def _late_crowd(late_by: float) -> tuple[list[pacing.Slot], dict[str, float], dict[str, float]]:
+    """Twenty messages at 4/s with a 2 s lead, then every holder back at once ``late_by`` seconds on (a busy host):
+    what each got, and each holder's turn before and after."""
     sender_ = fresh_number()
-    t = 3_000_000.0
-    held = [i for i in range(20)
+    t = 3_000_000.0 + late_by * 1000
+    held = [f"l{i}" for i in range(20)
             if not pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident=f"l{i}", now=t).submit]
-    # Thirty seconds on (a busy host), every holder is late and they crowd in at once. The first ones take the
-    # room; each of the others gets a place in the line of late holders, a quarter second (its sending) after
-    # the one before, instead of all of them asking again every second.
-    late = t + 30
-    back = [pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident=f"l{i}", returning=True, now=late)
+    turns = {i: pacing._read_ticket(i)["slot"] for i in held}  # noqa: SLF001
+    back = [pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident=i, returning=True, now=t + late_by)
             for i in held]
+    return back, turns, {i: pacing._read_ticket(i)["slot"] for i in held}  # noqa: SLF001
+
+
+def _come_back_one_at_a_time(back: list[pacing.Slot]) -> None:
     waiting = [b for b in back if not b.submit]
-    assert 1 <= len(back) - len(waiting) <= 3 and all(w.reserved for w in waiting)
+    assert 1 <= len(back) - len(waiting) <= 3 and all(w.reserved for w in waiting)  # the first ones take the room
     seconds = [w.wait_seconds for w in waiting]
     assert seconds == sorted(seconds) and seconds[0] == pytest.approx(1.0)
     assert seconds[-1] == pytest.approx(seconds[-2] + 0.25) and seconds[-1] >= 0.25 * (len(waiting) - 4)
+
+
+@pytest.mark.parametrize("late_by", [4.0, 30.0])
+def test_late_holders_come_back_one_turn_apart_keeping_their_turns(paced: Any, late_by: float) -> None:
+    # Seconds on (a busy host's first pass over a backlog), they crowd in: each gets a place in the line of late
+    # holders, a quarter second (its sending) after the one before, instead of all of them asking again every
+    # second; their turns stay theirs.
+    back, before, after = _late_crowd(late_by)
+    _come_back_one_at_a_time(back)
+    assert after == before
 
 
 def test_a_room_given_back_after_a_stop_calls_the_next_holder_forward(paced: Any) -> None:
