@@ -179,11 +179,17 @@ def _ticket_key(ident: str) -> tuple[str, str]:
 
 
 def _line_partition(sender: str, shard: int) -> str:
-    return f"line-{sender}_{shard}"  # one per shard: its holders in the order of their turns
+    return f"line-{sender}_{shard}"  # one per shard: its holders in the order their copies come back
 
 
 def _line_key(visible_at: float, ident: str = "") -> str:
     return f"{max(0, int(visible_at * 1000)):015d}_{ident}"  # in the order the holders' copies come back
+
+
+def _waiting(ident: str, moment: float, wait: float, shard: int, step: float) -> Slot:
+    """A holder back in ``wait`` seconds; away long enough, it also has a place in its shard's line."""
+    return Slot(False, wait, reserved=True, not_before=moment + wait, shard=shard, step=step,
+                line=_line_key(moment + wait, ident) if wait >= LINE_MIN_HOP_SECONDS else "")
 
 
 def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, ident: str, high: bool = False,
@@ -223,30 +229,24 @@ def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, ident
             decision = Slot(True, shard=shard, step=step)
         elif ticket is not None and turn - ahead - EARLY_RETURN_SECONDS - moment > 1.0:
             # Early (called forward, and the room was taken): back at its own turn, still in line.
-            wait = turn - ahead - EARLY_RETURN_SECONDS - moment
-            return Slot(False, wait, reserved=True, not_before=moment + wait, shard=shard, step=step,
-                        line=_line_key(moment + wait, ident) if wait >= LINE_MIN_HOP_SECONDS else "")
+            return _waiting(ident, moment, turn - ahead - EARLY_RETURN_SECONDS - moment, shard, step)
         elif ticket is not None:
             # Due or late and no room (holders late behind a busy host crowd in at once): a place in the line of
             # late holders, one step apart from the last, so they come back one at a time rather than all of them
             # asking again every second.
             late_turn = max(after - ahead, _value(row, "late_free"))
             values = {"late_free": late_turn + step}
-            wait = max(1.0, late_turn - moment)
-            decision = Slot(False, wait, reserved=True, not_before=moment + wait, shard=shard, step=step,
-                            line=_line_key(moment + wait, ident) if wait >= LINE_MIN_HOP_SECONDS else "")
+            decision = _waiting(ident, moment, max(1.0, late_turn - moment), shard, step)
         elif high:  # the reserve is used up for a moment: ask again shortly, ahead of the queue
             return Slot(False, max(1.0, after - ahead - moment))
         else:
             slot = max(moment, next_free, horizon)
             values = {"next_free": slot + step, "held": max(held, slot)}
-            wait = max(1.0, slot - ahead - EARLY_RETURN_SECONDS - moment)
-            decision = Slot(False, wait, reserved=True, not_before=moment + wait, shard=shard, step=step,
-                            line=_line_key(moment + wait, ident) if wait >= LINE_MIN_HOP_SECONDS else "")
+            decision = _waiting(ident, moment, max(1.0, slot - ahead - EARLY_RETURN_SECONDS - moment), shard, step)
         if _write(sender, shard, row, values):
             if decision.reserved and ticket is None:
                 _write_ticket(ident, slot, shard)
-            else:  # room to spare while turns are still held: the next holders need not wait for theirs
+            elif decision.submit:  # room to spare while turns are still held: the next holders need not wait
                 spare = moment + lead_seconds * NORMAL_SHARE - after
                 if held > moment and spare * shard_rate >= 1:
                     _call_forward_quietly(sender, shard, min(CALL_FORWARD_MAX, int(spare * shard_rate)))
@@ -291,8 +291,8 @@ def release(sender: str, ident: str) -> None:
 
 def call_forward(sender: str, shard: int, count: int) -> int:
     """Make the copies of the next ``count`` holders in ``shard``'s line (those due back soonest, but later than
-    ``CALL_FORWARD_GAIN`` from now) visible now. Each place is used once: a copy that
-    is gone (sent, or in hand and sent back with a new pop receipt) costs only its row. Returns how many came."""
+    ``CALL_FORWARD_GAIN`` from now) visible now. Each place is used once: a copy that is gone (sent, or in hand
+    and sent back with a new pop receipt) costs only its row. Returns how many came."""
     from azure.core import MatchConditions
     from azure.core.exceptions import HttpResponseError
 

@@ -323,7 +323,7 @@ def _pace(d: _Delivery, message: OutboundMessage,
     settings = get_settings()
     if settings.pacing == "off" or not isinstance(message, SmsMessage):
         return None
-    key = sender[0] or sender[1] or ""
+    key = _pacing_key(sender)
     rate = _sender_rates(settings.sender_rates).rate_for(key)
     cost = pacing.segments(message.body, media=len(message.media_urls), whatsapp=message.is_whatsapp,
                            template=bool(message.content_sid))
@@ -352,6 +352,11 @@ def _pace(d: _Delivery, message: OutboundMessage,
     return Outcome(d.kind, message.id, "deferred", reason=f"{PACED}: requeued for {hop} s", code=PACED)
 
 
+def _pacing_key(sender: tuple[str | None, str | None]) -> str:
+    """The sender a message is paced as: its from number, else its messaging service."""
+    return sender[0] or sender[1] or ""
+
+
 def _stand_in_line(key: str, slot: pacing.Slot, queue_name: str, copy: Any) -> None:
     """The waiting copy can be called forward when a turn ahead of it goes unused (``pacing.hold``)."""
     try:
@@ -365,7 +370,7 @@ def _release_turn(message: OutboundMessage, sender: tuple[str | None, str | None
     if message.send_at is None or not isinstance(message, SmsMessage) or get_settings().pacing == "off":
         return
     try:
-        pacing.release(sender[0] or sender[1] or "", message.id)
+        pacing.release(_pacing_key(sender), message.id)
     except Exception as exc:  # noqa: BLE001 - only throughput is lost
         log.warning("pacing: turn not released (%s)", type(exc).__name__)
 
@@ -375,7 +380,7 @@ def _give_back(sender: tuple[str | None, str | None], granted: pacing.Slot | Non
     if granted is None:
         return
     try:
-        pacing.give_back(sender[0] or sender[1] or "", granted)
+        pacing.give_back(_pacing_key(sender), granted)
     except Exception as exc:  # noqa: BLE001 - only throughput is lost; the message's outcome stands
         log.warning("pacing: room not given back (%s)", type(exc).__name__)
 
