@@ -200,9 +200,10 @@ def test_a_granted_submission_that_is_not_made_gives_its_room_to_the_next_messag
     import time
 
     sender_ = fresh_number()
-    granted = [pacing.take_slot(sender_, 1, rate=4, lead_seconds=1, ident=f"g{i}") for i in range(3)]
+    t = time.time()  # one moment for the burst: however long its round trips take, it fills the room
+    granted = [pacing.take_slot(sender_, 1, rate=4, lead_seconds=1, ident=f"g{i}", now=t) for i in range(3)]
     room = [s for s in granted if s.submit]
-    assert room and not pacing.take_slot(sender_, 1, rate=4, lead_seconds=1, ident="full").submit
+    assert room and not pacing.take_slot(sender_, 1, rate=4, lead_seconds=1, ident="full", now=t).submit
     before = pacing._value(pacing._read(sender_, 0), "horizon")  # noqa: SLF001
     pacing.give_back(sender_, room[-1])  # its recipient had sent STOP: nothing went to Twilio
     after = pacing._value(pacing._read(sender_, 0), "horizon")  # noqa: SLF001
@@ -241,9 +242,8 @@ def test_a_cancelled_campaign_s_turn_goes_to_the_next_holder_in_line_before_its_
 
 
 def test_a_holder_whose_copy_is_gone_costs_only_its_place_in_line(paced: Any) -> None:
-    ids = _ids("gone", 24)
-    outcomes = {i: sender.process_sms(_sms(i), f"q-{i}", 1) for i in ids}
-    assert outcomes[ids[-2]].result == "deferred"
+    for i in _ids("gone", 40):  # 4 messages/s: the burst's last holders wait seconds, in the sender's line
+        sender.process_sms(_sms(i), f"q-{i}", 1)
 
     def places() -> int:
         return len(list(storage.table(pacing.TABLE).query_entities(
