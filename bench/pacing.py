@@ -149,6 +149,8 @@ def run(messages: int = 5000, rate: float = 50.0, high: int = 20, lead: float = 
         completion = times[-1] - times[0] if len(times) > 1 else 0.0
         ideal = len(sent) / rate  # every message here is one segment
         depth = queues["queues"].get(FROM, {}).get("peak_seconds", 0.0)
+        dry = queues["queues"].get(FROM, {}).get("dry_seconds", 0.0)
+        dry_gaps = queues["queues"].get(FROM, {}).get("dry_gaps", 0.0)
         overflow = sum(1 for r in creates if r["answered"] == 400) + queues["overflow_30001"]
         busy = sum(1 for r in creates if r["answered"] == 429)
         high_waits = [r["submitted_at"] - high_enqueued[r["id"]] for r in sent if r["id"] in high_enqueued]
@@ -180,7 +182,8 @@ def run(messages: int = 5000, rate: float = 50.0, high: int = 20, lead: float = 
             f"{len(stopped)}; create requests {len(creates)}; deferrals by pacing "
             f"{host.stats.succeeded - len(sent)} (~{(host.stats.succeeded - len(sent)) / max(1, len(sent)):.2f} "
             "per sent message); "
-            f"completion {completion:.1f} s for {len(sent)} segments ({ideal:.1f} s at the rate)",
+            f"completion {completion:.1f} s for {len(sent)} segments ({ideal:.1f} s at the rate); Twilio's queue "
+            f"for the sender stood empty {dry:.1f} s in {dry_gaps:.0f} gap(s) (lost sending time)",
             f"high messages: median {percentile(high_waits, 50) * 1000:.0f} ms from enqueue to submission"
             if high_waits else "high messages: none submitted",
             "settled: every message sent, dropped by STOP or cancel, nothing left in the queue" if settled and

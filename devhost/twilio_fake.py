@@ -501,7 +501,8 @@ class TwilioFake:
     # ------------------------------------------------------------ sender queues
     # Twilio delivers each sender's messages at its rate and holds the rest in a per-sender queue; the depth, in
     # seconds of sending, is what a create adds to. ``sender_queues[sender]`` keeps ``busy_until`` (monotonic),
-    # ``peak_seconds`` and ``peak_segments``.
+    # ``peak_seconds``, ``peak_segments``, and ``dry_seconds`` / ``dry_gaps``: how long, in how many gaps, the
+    # queue stood empty between its first and its last create (a paced sender's lost sending time).
 
     def _enqueue_for_delivery(self, record: "Recorded") -> bool:
         sender = record.first("From") or record.first("MessagingServiceSid")
@@ -512,8 +513,12 @@ class TwilioFake:
         record.submitted_at = time.monotonic()
         with self._lock:
             queue = self.sender_queues.setdefault(sender, {"busy_until": 0.0, "peak_seconds": 0.0,
-                                                           "peak_segments": 0.0})
+                                                           "peak_segments": 0.0, "dry_seconds": 0.0,
+                                                           "dry_gaps": 0.0})
             now = time.monotonic()
+            if 0.0 < queue["busy_until"] < now:
+                queue["dry_seconds"] += now - queue["busy_until"]
+                queue["dry_gaps"] += 1
             start = max(now, queue["busy_until"])
             if start - now + cost / mps > self.queue_limit_seconds:
                 if record.first("From"):

@@ -16,24 +16,28 @@ How (one budget for all instances, on Table storage, table ``pacing``):
   ``n`` segments), and ``next_free``, the end of the turns handed out. A message goes now when Twilio's queue
   would still end within its share of the lead (``NORMAL_SHARE``, ``HIGH_SHARE``); an idle queue counts from
   ``TRANSIT_SHARE`` of the lead ahead, the time a paced message takes to reach Twilio. Whoever is in hand when
-  there is room goes: a message whose holder is late (a busy host) or whose turn went unused (a STOP, a cancel;
-  ``give_back`` returns a granted room that was not used) does not leave Twilio's queue dry.
-- Otherwise a normal message takes the next turn (``next_free`` moves by its ``n / rate``; one etag-guarded MERGE,
-  a lost race re-reads): a ticket row (``ticket-xx``, RowKey = the id) holds it, and the message goes back on our
-  queue, invisible until ``EARLY_RETURN_SECONDS`` before its turn, with a ``send_at`` (the moment it was paced:
-  already past when it comes back, so it never holds a copy back; its presence is what makes the pacer look for
-  a ticket, one read, only for such messages). Back, it goes as soon as there is room. If there is none it keeps
-  its place: early (called forward, below), it goes back until its own turn; due or late (a busy host), it takes
-  the next place in the shard's line of late holders (``late_free``, one step apart), so a crowd of late
-  holders comes back one at a time instead of all asking every second. So a campaign keeps about its order, and
-  Twilio's queue holds about the lead.
-- Turns left unused (a cancelled campaign, a STOP, a holder that went early or lost its races) would leave
-  Twilio's queue dry until the next holder's own turn. So a holder away for more than ``LINE_MIN_HOP_SECONDS``
-  also stands in its shard's *line* (same table, one partition per shard, RowKey = when its copy comes back +
-  id, with the copy's queue message id and pop receipt). Whoever finds room to spare while turns are still held
-  (``held``: a submission that leaves room, a room given back, a cancelled holder) calls the next holders in
-  line forward: their copies become visible now (``update_message``), each one goes if there is room, and one
-  that goes with room to spare calls the next.
+  there is room goes: a message whose holder is late (a busy host) or whose turn went unused does not leave
+  Twilio's queue dry. Each process has one writer per shard row (a lock around its read and etag-guarded
+  MERGE): the worker's 16 threads racing for one row lost two races a message, each a wasted read and write;
+  other instances still race through the etag, and a lost race re-reads.
+- Otherwise a normal message takes the next turn (``next_free`` moves by its ``n / rate``): a ticket row
+  (``ticket-xx``, RowKey = the id) holds it, and the message goes back on our queue, invisible until
+  ``EARLY_RETURN_SECONDS`` before its room opens (the queue's whole seconds bring it back up to a second
+  later), with a ``send_at`` (the moment it was paced: already past when it comes back, so it never holds a copy
+  back; its presence is what makes the pacer look for a ticket, one read, only for such messages). Back, it goes
+  if there is room, or would be when its room opens (up to ``HIGH_SHARE`` of the lead). If there is none:
+  early or just due (copies a moment early or late overtake each other), it goes back until its own turn, or
+  for a second, into the room the one that overtook it leaves; late (its room went to a newcomer, a high
+  message, a late crowd behind a busy host's backlog) it takes a new turn after the last one handed out, so the
+  holders still on time keep theirs. A newcomer that goes in a holder's room does not move ``next_free``: that
+  holder moves instead, and counting both would leave a turn nobody uses. So a campaign keeps about its order,
+  and Twilio's queue holds about the lead.
+- A turn left unused (a cancelled holder, a STOP, a granted room given back by ``give_back``) would leave
+  Twilio's queue a turn short from then on. So a holder away for more than ``LINE_MIN_HOP_SECONDS`` also stands
+  in its shard's *line* (same table, one partition per shard, RowKey = when its copy comes back, latest first,
+  + id, with the copy's queue message id and pop receipt and its turn). An unused turn calls the *last* holder
+  in line forward (its copy becomes visible now: ``update_message``): the schedule ends a turn sooner instead of
+  the gap moving down it, and that holder's turn is handed out again.
 - ``priority: high`` (one-time codes, alerts) never takes a turn: it goes whenever Twilio's queue is within the
   whole lead, so it waits there behind at most the lead's worth of a campaign (the rest of the campaign is still
   in our queue, where STOP and cancel apply), and later turns queue behind it.
@@ -51,6 +55,7 @@ import itertools
 import logging
 import math
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -69,11 +74,13 @@ HIGH_SHARE = 0.95         # high ones fill up to this share (the rest: on a busy
 TRANSIT_SHARE = 0.25      # an idle queue restarts this share of the lead from now: the time a paced message takes
                           # to reach Twilio (our checks, the claim, the request), so it does not arrive on top
 MAX_SHARDS = 64
-EARLY_RETURN_SECONDS = 0.5    # a waiting message comes back this much before its turn: a turn left unused is filled
+EARLY_RETURN_SECONDS = 0.5    # a holder's copy shows this much before its room opens (the queue's whole seconds
+                              # make it up to a second later): it may go that early (< HIGH_SHARE of the lead)
+QUEUE_ROUNDING_SECONDS = 1.0  # visibility timeouts are whole seconds: a copy comes back up to this much late
 ROOM_SLACK = 0.001       # seconds: float rounding, not a tolerance
 MAX_TRIES = 8             # re-reads after lost races before giving up for this delivery (it is retried)
 LINE_MIN_HOP_SECONDS = 3.0    # a holder away longer than this stands in the line (it can be called forward)
-CALL_FORWARD_MAX = 3      # holders called forward at once (each that goes calls the next if room is left)
+CALL_FORWARD_SPARE_ROWS = 3  # places tried beyond ``count`` when copies are gone (callers at once pick the same)
 CALL_FORWARD_GAIN = 0.5   # seconds: a holder due back sooner than this is not worth calling
 # Messages per second by sender type when SENDER_RATES does not name the sender (Twilio's documented defaults
 # for an unregistered account; a 10DLC campaign's rate comes from its trust tier: set it in SENDER_RATES).
@@ -159,6 +166,7 @@ class Slot:
     shard: int = 0
     step: float = 0.0   # seconds of the shard's sending this message takes
     line: str = ""      # reserved and away long enough: its place in the shard's line (see ``hold``)
+    turn: float = 0.0   # reserved: the turn it holds
 
 
 def shard_count(rate: float) -> int:
@@ -182,13 +190,19 @@ def _line_partition(sender: str, shard: int) -> str:
     return f"line-{sender}_{shard}"  # one per shard: its holders in the order their copies come back
 
 
+_LINE_END_MS = 10**15 - 1
+
+
 def _line_key(visible_at: float, ident: str = "") -> str:
-    return f"{max(0, int(visible_at * 1000)):015d}_{ident}"  # in the order the holders' copies come back
+    """Latest first: the holder whose copy comes back last is the first row of the line's partition."""
+    return f"{_LINE_END_MS - min(_LINE_END_MS, max(0, int(visible_at * 1000))):015d}_{ident}"
 
 
-def _waiting(ident: str, moment: float, wait: float, shard: int, step: float) -> Slot:
-    """A holder back in ``wait`` seconds; away long enough, it also has a place in its shard's line."""
-    return Slot(False, wait, reserved=True, not_before=moment + wait, shard=shard, step=step,
+def _waiting(ident: str, moment: float, turn: float, shard: int, step: float, ahead: float) -> Slot:
+    """A holder of ``turn``, back when its room opens less ``EARLY_RETURN_SECONDS`` (at least the queue's 1 s
+    from now); away long enough, it also has a place in its shard's line."""
+    wait = max(1.0, _opens(turn, step, ahead) - EARLY_RETURN_SECONDS - moment)
+    return Slot(False, wait, reserved=True, not_before=moment + wait, shard=shard, step=step, turn=turn,
                 line=_line_key(moment + wait, ident) if wait >= LINE_MIN_HOP_SECONDS else "")
 
 
@@ -202,72 +216,101 @@ def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, ident
     shard_rate = rate / shards
     step = cost / shard_rate
     ticket = _read_ticket(ident) if returning else None
-    if ticket is not None:
-        shard = int(ticket.get("shard", 0) or 0) % shards
+    shard = int(ticket.get("shard", 0) or 0) % shards if ticket is not None else random.randrange(shards)
+    lock = _writer(sender, shard)
+    lock.acquire()
+    try:
         row = _read(sender, shard)
-    else:
-        shard = random.randrange(shards)
-        row = _read(sender, shard)
-        if shards > 1 and not _has_room(row, step, ahead, transit):
+        if ticket is None and shards > 1 and not _has_room(row, step, ahead, transit):
             # Busy: a second random shard, and the one whose turns end sooner (two choices keep shards even).
             other = random.choice([s for s in range(shards) if s != shard])
             other_row = _read(sender, other)
             if _value(other_row, "next_free") < _value(row, "next_free"):
-                shard, row = other, other_row
+                lock.release()
+                shard, row, lock = other, other_row, _writer(sender, other)
+                lock.acquire()
+        decision, slot = _decide(sender, shard, row, ticket, ident, step, ahead, transit, lead_seconds * HIGH_SHARE,
+                                 high, now)
+    finally:
+        lock.release()
+    if slot is not None:  # a new turn: its ticket
+        _write_ticket(ident, slot, shard)
+    return decision
+
+
+def _decide(sender: str, shard: int, row: Any, ticket: Any, ident: str, step: float, ahead: float,
+            transit: float, reach: float, high: bool, now: float | None) -> tuple[Slot, float | None]:
+    """One shard's answer for one message (``take_slot``), written to its row: the Slot, and the turn handed out
+    if it took one (for its new ticket)."""
     for _ in range(MAX_TRIES):
         moment = time.time() if now is None else now
         next_free, horizon, held = _value(row, "next_free"), _value(row, "horizon"), _value(row, "held")
         turn = _value(ticket, "slot")
+        slot: float | None = None
         # Twilio's queue reaches to ``horizon``; this message may go while it would still end within ``ahead``.
         # Whoever is in hand when there is room goes (a ticket's turn is when to come back, not a gate), so
         # Twilio's queue never runs dry while a holder is late (a busy host) or a turn went unused (STOP, cancel).
         after = max(moment + transit, horizon) + step
-        if _room(moment, horizon, step, ahead, transit):
+        # A holder back before its room opens (its copy shows early, and the queue's whole seconds make copies
+        # come back up to a second late, so on average on time) may go once Twilio's queue reaches its turn.
+        early = min(EARLY_RETURN_SECONDS, max(0.0, _opens(turn, step, ahead) - moment), max(0.0, reach - ahead)) \
+            if ticket is not None else 0.0
+        if _room(moment, horizon, step, ahead + early, transit):
+            # A newcomer in a room that was a holder's does not move ``next_free``: that holder, finding no
+            # room, takes the next turn itself (counting both would leave a turn nobody uses).
             values = {"horizon": after}
-            if ticket is None:  # not counted in the reservations yet: later ones go behind it
-                values["next_free"] = max(moment, next_free) + step
             decision = Slot(True, shard=shard, step=step)
-        elif ticket is not None and turn - ahead - EARLY_RETURN_SECONDS - moment > 1.0:
-            # Early (called forward, and the room was taken): back at its own turn, still in line.
-            return _waiting(ident, moment, turn - ahead - EARLY_RETURN_SECONDS - moment, shard, step)
-        elif ticket is not None:
-            # Due or late and no room (holders late behind a busy host crowd in at once): a place in the line of
-            # late holders, one step apart from the last, so they come back one at a time rather than all of them
-            # asking again every second.
-            late_turn = max(after - ahead, _value(row, "late_free"))
-            values = {"late_free": late_turn + step}
-            decision = _waiting(ident, moment, max(1.0, late_turn - moment), shard, step)
+        elif ticket is not None and moment < _opens(turn, step, ahead) + QUEUE_ROUNDING_SECONDS:
+            # Early, or just due (copies a moment early or late overtake each other) and the room was taken: back
+            # at its own turn, or in a second, into the room the one that overtook it leaves, keeping its turn.
+            return _waiting(ident, moment, turn, shard, step, ahead), None
         elif high:  # the reserve is used up for a moment: ask again shortly, ahead of the queue
-            return Slot(False, max(1.0, after - ahead - moment))
+            return Slot(False, max(1.0, after - ahead - moment)), None
         else:
+            # A new turn after the last one handed out. Also for a holder due or late with no room (a late crowd
+            # behind a busy host's backlog): the room went to those on time, and they keep their turns; a line of
+            # late places beside the turns would push each of them late in turn.
             slot = max(moment, next_free, horizon)
             values = {"next_free": slot + step, "held": max(held, slot)}
-            decision = _waiting(ident, moment, max(1.0, slot - ahead - EARLY_RETURN_SECONDS - moment), shard, step)
+            decision = _waiting(ident, moment, slot, shard, step, ahead)
         if _write(sender, shard, row, values):
-            if decision.reserved and ticket is None:
-                _write_ticket(ident, slot, shard)
-            elif decision.submit:  # room to spare while turns are still held: the next holders need not wait
-                spare = moment + lead_seconds * NORMAL_SHARE - after
-                if held > moment and spare * shard_rate >= 1:
-                    _call_forward_quietly(sender, shard, min(CALL_FORWARD_MAX, int(spare * shard_rate)))
-            return decision
-        row = _read(sender, shard)
+            return decision, slot
+        row = _read(sender, shard)  # another instance wrote first
     raise PacingBusyError(f"pacing: {MAX_TRIES} lost races for one shard of a sender; retrying later")
+
+
+_writers: dict[tuple[str, int], threading.Lock] = {}
+_writers_guard = threading.Lock()
+
+
+def _writer(sender: str, shard: int) -> threading.Lock:
+    """One writer per shard row in this process. Why: the worker's threads (16 here) all pace the same sender;
+    racing for one row, each message lost about two races (a wasted read and a failed write each). Other
+    instances still race through the row's etag."""
+    key = (sender, shard)
+    found = _writers.get(key)
+    if found is None:
+        with _writers_guard:
+            found = _writers.setdefault(key, threading.Lock())
+    return found
 
 
 def give_back(sender: str, granted: Slot) -> None:
     """A submission was granted and then not made (the recipient sent STOP while it waited, a guardrail held it):
     take its segments off the shard's horizon, so the room goes to the next message rather than stay unused.
     Best effort: a lost race or a storage error only costs that room."""
-    for _ in range(MAX_TRIES):
-        row = _read(sender, granted.shard)
-        horizon, moment = _value(row, "horizon"), time.time()
-        if row is None or horizon <= moment:
+    with _writer(sender, granted.shard):
+        for _ in range(MAX_TRIES):
+            row = _read(sender, granted.shard)
+            horizon, moment = _value(row, "horizon"), time.time()
+            if row is None or horizon <= moment:
+                return
+            if _write(sender, granted.shard, row, {"horizon": max(moment, horizon - granted.step)}):
+                break
+        else:
             return
-        if _write(sender, granted.shard, row, {"horizon": max(moment, horizon - granted.step)}):
-            if _value(row, "held") > moment:
-                _call_forward_quietly(sender, granted.shard, 1)
-            return
+    if _value(row, "held") > moment:
+        _call_forward_quietly(sender, granted.shard, 1)
 
 
 def hold(sender: str, reserved: Slot, queue_name: str, message_id: str, pop_receipt: str) -> None:
@@ -278,7 +321,8 @@ def hold(sender: str, reserved: Slot, queue_name: str, message_id: str, pop_rece
         return
     storage.table(TABLE).upsert_entity({
         "PartitionKey": _line_partition(sender, reserved.shard), "RowKey": reserved.line, "queue": queue_name,
-        "message_id": message_id, "pop_receipt": pop_receipt, "visible_at": reserved.not_before})
+        "message_id": message_id, "pop_receipt": pop_receipt, "visible_at": reserved.not_before,
+        "turn": reserved.turn, "step": reserved.step})
 
 
 def release(sender: str, ident: str) -> None:
@@ -290,33 +334,54 @@ def release(sender: str, ident: str) -> None:
 
 
 def call_forward(sender: str, shard: int, count: int) -> int:
-    """Make the copies of the next ``count`` holders in ``shard``'s line (those due back soonest, but later than
-    ``CALL_FORWARD_GAIN`` from now) visible now. Each place is used once: a copy that is gone (sent, or in hand
-    and sent back with a new pop receipt) costs only its row. Returns how many came."""
+    """A turn of ``shard`` went unused (a STOP, a cancel): make the copies of the last ``count`` holders in its
+    line (those due back latest, and later than ``CALL_FORWARD_GAIN`` from now) visible now. Taken from the end,
+    the freed room shortens the schedule instead of moving down it: the holders on time keep their turns. Each
+    place is used once: a copy that is gone (sent, or in hand and sent back with a new pop receipt) costs only
+    its row, and the next place is tried. Returns how many came."""
     from azure.core import MatchConditions
     from azure.core.exceptions import HttpResponseError
 
     table = storage.table(TABLE)
     moment = time.time()
-    rows = table.query_entities("PartitionKey eq @line and RowKey ge @soon",  # a key range: no scan of the past
+    rows = table.query_entities("PartitionKey eq @line and RowKey lt @soon",  # a key range: no scan of the past
                                 parameters={"line": _line_partition(sender, shard),
                                             "soon": _line_key(moment + CALL_FORWARD_GAIN)},
-                                results_per_page=max(1, count))
-    called = 0
-    for row in itertools.islice(rows, max(0, count)):
+                                results_per_page=max(1, count) + CALL_FORWARD_SPARE_ROWS)
+    called, came = 0, []
+    for row in itertools.islice(rows, max(0, count) + CALL_FORWARD_SPARE_ROWS):
+        if called >= count:
+            break
         try:
             storage.queue(str(row["queue"])).update_message(str(row["message_id"]),
                                                             pop_receipt=str(row["pop_receipt"]),
                                                             visibility_timeout=0)
             called += 1
+            came.append((_value(row, "turn"), _value(row, "step")))
         except HttpResponseError:
-            pass  # the copy is gone: the holder was sent, or is in hand (it stands in line again if it waits)
+            pass  # the copy is gone (sent; in hand; another caller took this place first): try the next
         try:
             table.delete_entity(row["PartitionKey"], row["RowKey"], etag=row.metadata["etag"],
                                 match_condition=MatchConditions.IfNotModified)
         except HttpResponseError:
             pass  # it stood in line again meanwhile: that newer place stays
+    if came:
+        _hand_back_turns(sender, shard, came)
     return called
+
+
+def _hand_back_turns(sender: str, shard: int, turns: list[tuple[float, float]]) -> None:
+    """Holders called from the end of the schedule went early: the turns they held, if they are still the last
+    ones handed out, are handed out again (else the next new turn would leave them as a gap)."""
+    with _writer(sender, shard):
+        for _ in range(MAX_TRIES):
+            row = _read(sender, shard)
+            next_free = end = _value(row, "next_free")
+            for turn, step in sorted(turns, reverse=True):
+                if step > 0 and abs(end - (turn + step)) <= ROOM_SLACK:
+                    end = turn
+            if row is None or end == next_free or _write(sender, shard, row, {"next_free": end}):
+                return
 
 
 def _call_forward_quietly(sender: str, shard: int, count: int) -> None:
@@ -328,6 +393,11 @@ def _call_forward_quietly(sender: str, shard: int, count: int) -> None:
 
 def _has_room(row: Any, step: float, ahead: float, transit: float) -> bool:
     return _room(time.time(), _value(row, "horizon"), step, ahead, transit)
+
+
+def _opens(turn: float, step: float, ahead: float) -> float:
+    """When the room for a turn opens: Twilio's queue reaches the turn and still ends within ``ahead`` with it."""
+    return turn + step - ahead
 
 
 def _room(moment: float, horizon: float, step: float, ahead: float, transit: float) -> bool:

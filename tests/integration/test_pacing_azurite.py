@@ -5,6 +5,7 @@ first; a STOP or a cancel still applies to what waits. Figures for a whole campa
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from typing import Any
 
@@ -215,33 +216,34 @@ def _visible_ids(queue_name: str) -> set[str]:
     return {json.loads(m.content)["id"] for m in storage.queue(queue_name).peek_messages(max_messages=32)}
 
 
-def test_a_cancelled_campaign_s_turn_goes_to_the_next_holder_in_line_before_its_own(paced: Any) -> None:
+def test_a_cancelled_campaign_s_turn_goes_to_the_last_holder_in_line_before_its_own(paced: Any) -> None:
     import time
 
-    # 4 messages/s: a burst of 24 holds turns up to ~6 s ahead; the last ones, away for more than
+    # 4 messages/s: a burst of 40 holds turns up to ~10 s ahead; the last ones, away for more than
     # LINE_MIN_HOP_SECONDS, stand in the sender's line. The first 20 are campaign "early", the rest "late".
-    ids = _ids("line", 24)
+    ids = _ids("line", 40)
     outcomes = {i: sender.process_sms(_sms(i, campaign="early" if n < 20 else "late"), f"q-{i}", 1)
                 for n, i in enumerate(ids)}
     line = sorted(storage.table(pacing.TABLE).query_entities(
         "PartitionKey eq @p", parameters={"p": pacing._line_partition(_SENDER["from"], 0)}),  # noqa: SLF001
-        key=lambda place: place["RowKey"])
-    in_line = [i for place in line for i in ids if place["RowKey"].endswith("_" + i)]
+        key=lambda place: place["visible_at"], reverse=True)
+    in_line = [i for place in line for i in ids if place["RowKey"].endswith("_" + i)]  # the last one first
     assert in_line, "the burst's last messages wait in our queue, in the sender's line"
     turns = {i: pacing._read_ticket(i)["slot"] for i in in_line}  # noqa: SLF001
     assert _visible_ids(sms_queue()).isdisjoint(in_line)
     pacing.cancel_campaign("early")
     cancelled = next(i for i in ids[:20] if outcomes[i].result == "deferred" and i not in in_line)
-    # A cancelled holder comes back: it is never sent, and the first in line is called now, seconds before its
-    # own turn, instead of Twilio's queue waiting idle for it.
+    # A cancelled holder comes back: it is never sent, and the last in line is called now, seconds before its
+    # own turn: the schedule ends a turn sooner, instead of Twilio's queue waiting idle for the cancelled turn
+    # and every holder after it.
     assert _comes_back(json.loads(_sms(cancelled, campaign="early"))).result == "cancelled"
-    first = in_line[0]
-    assert first in _visible_ids(sms_queue())
-    assert turns[first] - time.time() > 1.0, "called forward ahead of its turn"
+    last = in_line[0]
+    assert last in _visible_ids(sms_queue())
+    assert turns[last] - time.time() > 1.0, "called forward ahead of its turn"
     assert _visible_ids(sms_queue()).isdisjoint(in_line[1:]), "one turn freed: one holder called"
 
 
-def test_a_holder_whose_copy_is_gone_costs_only_its_place_in_line(paced: Any) -> None:
+def test_a_holder_whose_copy_is_gone_costs_only_its_place_and_the_next_is_tried(paced: Any) -> None:
     for i in _ids("gone", 40):  # 4 messages/s: the burst's last holders wait seconds, in the sender's line
         sender.process_sms(_sms(i), f"q-{i}", 1)
 
@@ -250,10 +252,32 @@ def test_a_holder_whose_copy_is_gone_costs_only_its_place_in_line(paced: Any) ->
             "PartitionKey eq @p", parameters={"p": pacing._line_partition(_SENDER["from"], 0)})))  # noqa: SLF001
 
     standing = places()
-    assert standing >= 2, "the burst's last holders stand in line"
+    tried = 2 + pacing.CALL_FORWARD_SPARE_ROWS
+    assert standing > tried, "the burst's last holders stand in line"
     storage.queue(sms_queue()).clear_messages()  # every waiting copy is gone (taken by another instance, say)
     assert pacing.call_forward(_SENDER["from"], 0, 2) == 0
-    assert places() == standing - 2  # nothing came, and those places were removed
+    assert places() == standing - tried  # nothing came; the places tried were removed, and no more
+
+
+def test_turns_of_holders_called_from_the_end_are_handed_out_again(paced: Any) -> None:
+    import time
+
+    sender_ = fresh_number()
+    queue_ = sms_queue()
+    holders = []
+    t = time.time()  # one moment for the burst: however long its round trips take
+    for i in range(30):  # 4 messages/s: turns up to ~7 s ahead; the later holders stand in line
+        slot = pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident=f"end{i}", now=t)
+        if not slot.submit:
+            copy = storage.queue(queue_).send_message(json.dumps({"id": f"end{i}"}), visibility_timeout=60)
+            pacing.hold(sender_, slot, queue_, copy.id, copy.pop_receipt)
+            holders.append(slot)
+    assert pacing.call_forward(sender_, 0, 2) == 2  # two turns went unused: the last two holders are called
+    assert {json.loads(m.content)["id"] for m in storage.queue(queue_).peek_messages(max_messages=32)} == \
+        {"end28", "end29"}
+    # Their turns are the last ones again: the next message takes the first of them, not a turn after a gap.
+    nxt = pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident="end-next", now=t)
+    assert nxt.reserved and nxt.turn == pytest.approx(holders[-2].turn)
 
 
 def test_a_holder_called_forward_that_finds_no_room_goes_back_to_its_own_turn(paced: Any) -> None:
@@ -292,14 +316,38 @@ def _come_back_one_at_a_time(back: list[pacing.Slot]) -> None:
     assert seconds[-1] == pytest.approx(seconds[-2] + 0.25) and seconds[-1] >= 0.25 * (len(waiting) - 4)
 
 
-@pytest.mark.parametrize("late_by", [4.0, 30.0])
-def test_late_holders_come_back_one_turn_apart_keeping_their_turns(paced: Any, late_by: float) -> None:
-    # Seconds on (a busy host's first pass over a backlog), they crowd in: each gets a place in the line of late
-    # holders, a quarter second (its sending) after the one before, instead of all of them asking again every
-    # second; their turns stay theirs.
+@pytest.mark.parametrize("late_by", [6.0, 30.0])
+def test_late_holders_take_new_turns_after_the_last_one_coming_back_one_turn_apart(paced: Any,
+                                                                                  late_by: float) -> None:
+    # Seconds on (a busy host's first pass over a backlog), they crowd in: the first take the room, and each of
+    # the rest a new turn after the last one handed out, a quarter second (its sending) after the one before,
+    # instead of all of them asking again every second, or standing between the holders still on time.
     back, before, after = _late_crowd(late_by)
     _come_back_one_at_a_time(back)
-    assert after == before
+    moved = [after[i] for i, b in zip(before, back, strict=True) if not b.submit]
+    assert min(moved) > max(before.values())
+    assert moved == sorted(moved) and all(b - a == pytest.approx(0.25) for a, b in itertools.pairwise(moved))
+
+
+def test_a_holder_back_a_little_early_goes_if_its_room_would_be_there_when_it_opens(paced: Any) -> None:
+    # The queue's whole seconds bring a copy back up to a second after it was due, so copies show half a second
+    # before their room opens. One back that early goes if, Twilio's queue draining meanwhile, its room would be
+    # there when it opens; one whose room would not be waits for its own turn.
+    sender_ = fresh_number()
+    t = 4_000_000.0
+
+    def take(ident: str, at: float) -> pacing.Slot:
+        return pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident=ident, returning=True, now=at)
+
+    held = [f"e{i}" for i in range(12)
+            if not pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident=f"e{i}", now=t).submit]
+    opens = [pacing._read_ticket(i)["slot"] + 0.25 - 1.4 for i in held]  # noqa: SLF001
+    assert all(take(i, at).submit for i, at in zip(held[:2], opens[:2], strict=True))  # on time; the third never comes (STOP)
+    moment = opens[3] - 0.4  # the fourth and fifth back early, and the sixth: the queue would be full for it
+    assert take(held[3], moment).submit and take(held[4], moment).submit
+    waits = take(held[5], moment)
+    assert not waits.submit and waits.reserved
+    assert waits.not_before == pytest.approx(max(moment + 1.0, opens[5] - pacing.EARLY_RETURN_SECONDS))
 
 
 def test_a_room_given_back_after_a_stop_calls_the_next_holder_forward(paced: Any) -> None:
@@ -321,3 +369,20 @@ def test_a_room_given_back_after_a_stop_calls_the_next_holder_forward(paced: Any
     assert _comes_back(waiting[0], before=lambda: before.update(away())).code == "opted_out"
     assert before, "holders stood in line"
     assert len(_visible_ids(sms_queue()) & before) == 1, "one room given back: one holder called forward"
+
+
+def test_sixteen_threads_pacing_one_sender_never_give_up_on_lost_races_and_get_distinct_turns(paced: Any) -> None:
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    sender_ = fresh_number()
+    t = time.time()
+
+    def ask(i: int) -> pacing.Slot:
+        return pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident=f"th{i}", now=t)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:  # the worker's thread pool, all on one shard row
+        slots = list(pool.map(ask, range(64)))
+    turns = [s.turn for s in slots if s.reserved]
+    assert len(turns) == len(set(turns)) == 64 - 3, "three fill the lead; every other one holds a turn of its own"
+    assert sorted(turns) == pytest.approx([turns and min(turns) + 0.25 * k for k in range(len(turns))])
