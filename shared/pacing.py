@@ -35,9 +35,9 @@ How (one budget for all instances, on Table storage, table ``pacing``):
 - A turn left unused (a cancelled holder, a STOP, a granted room given back by ``give_back``) would leave
   Twilio's queue a turn short from then on. So a holder away for more than ``LINE_MIN_HOP_SECONDS`` also stands
   in its shard's *line* (same table, one partition per shard, RowKey = when its copy comes back, latest first,
-  + id, with the copy's queue message id and pop receipt and its turn). An unused turn calls the *last* holder
-  in line forward (its copy becomes visible now: ``update_message``): the schedule ends a turn sooner instead of
-  the gap moving down it, and that holder's turn is handed out again.
+  + id, with the copy's queue message id and pop receipt). An unused turn calls the *last* holder in line
+  forward (its copy becomes visible now: ``update_message``): the schedule ends a turn sooner instead of the gap
+  moving down it, and when that holder goes, its turn, the last one, is handed out again.
 - ``priority: high`` (one-time codes, alerts) never takes a turn: it goes whenever Twilio's queue is within the
   whole lead, so it waits there behind at most the lead's worth of a campaign (the rest of the campaign is still
   in our queue, where STOP and cancel apply), and later turns queue behind it.
@@ -234,7 +234,7 @@ def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, ident
     finally:
         lock.release()
     if slot is not None:  # a new turn: its ticket
-        _write_ticket(ident, slot, shard)
+        _write_ticket(ident, slot, shard, step)
     return decision
 
 
@@ -259,6 +259,9 @@ def _decide(sender: str, shard: int, row: Any, ticket: Any, ident: str, step: fl
             # A newcomer in a room that was a holder's does not move ``next_free``: that holder, finding no
             # room, takes the next turn itself (counting both would leave a turn nobody uses).
             values = {"horizon": after}
+            if ticket is not None and moment < _opens(turn, step, ahead) and \
+                    abs(next_free - (turn + step)) <= ROOM_SLACK:
+                values["next_free"] = turn  # the last turn, going early (called from the end): handed out again
             decision = Slot(True, shard=shard, step=step)
         elif ticket is not None and moment < _opens(turn, step, ahead) + QUEUE_ROUNDING_SECONDS:
             # Early, or just due (copies a moment early or late overtake each other) and the room was taken: back
@@ -321,16 +324,24 @@ def hold(sender: str, reserved: Slot, queue_name: str, message_id: str, pop_rece
         return
     storage.table(TABLE).upsert_entity({
         "PartitionKey": _line_partition(sender, reserved.shard), "RowKey": reserved.line, "queue": queue_name,
-        "message_id": message_id, "pop_receipt": pop_receipt, "visible_at": reserved.not_before,
-        "turn": reserved.turn, "step": reserved.step})
+        "message_id": message_id, "pop_receipt": pop_receipt, "visible_at": reserved.not_before})
 
 
 def release(sender: str, ident: str) -> None:
-    """A holder that will never be sent (its campaign was cancelled) came back: its turn goes to the next in
-    line. Best effort, as ``give_back``."""
+    """A holder that will never be sent (its campaign was cancelled) came back: its turn goes to the last in
+    line, and if its own turn is the last one handed out (it was called from the end), that turn is handed out
+    again. Best effort, as ``give_back``."""
     ticket = _read_ticket(ident)
-    if ticket is not None:
-        _call_forward_quietly(sender, int(ticket.get("shard", 0) or 0), 1)
+    if ticket is None:
+        return
+    shard = int(ticket.get("shard", 0) or 0)
+    turn, step = _value(ticket, "slot"), _value(ticket, "step")
+    if step > 0:
+        with _writer(sender, shard):
+            row = _read(sender, shard)
+            if row is not None and abs(_value(row, "next_free") - (turn + step)) <= ROOM_SLACK:
+                _write(sender, shard, row, {"next_free": turn})  # a lost race only leaves that turn unused
+    _call_forward_quietly(sender, shard, 1)
 
 
 def call_forward(sender: str, shard: int, count: int) -> int:
@@ -348,7 +359,7 @@ def call_forward(sender: str, shard: int, count: int) -> int:
                                 parameters={"line": _line_partition(sender, shard),
                                             "soon": _line_key(moment + CALL_FORWARD_GAIN)},
                                 results_per_page=max(1, count) + CALL_FORWARD_SPARE_ROWS)
-    called, came = 0, []
+    called = 0
     for row in itertools.islice(rows, max(0, count) + CALL_FORWARD_SPARE_ROWS):
         if called >= count:
             break
@@ -357,7 +368,6 @@ def call_forward(sender: str, shard: int, count: int) -> int:
                                                             pop_receipt=str(row["pop_receipt"]),
                                                             visibility_timeout=0)
             called += 1
-            came.append((_value(row, "turn"), _value(row, "step")))
         except HttpResponseError:
             pass  # the copy is gone (sent; in hand; another caller took this place first): try the next
         try:
@@ -365,23 +375,7 @@ def call_forward(sender: str, shard: int, count: int) -> int:
                                 match_condition=MatchConditions.IfNotModified)
         except HttpResponseError:
             pass  # it stood in line again meanwhile: that newer place stays
-    if came:
-        _hand_back_turns(sender, shard, came)
     return called
-
-
-def _hand_back_turns(sender: str, shard: int, turns: list[tuple[float, float]]) -> None:
-    """Holders called from the end of the schedule went early: the turns they held, if they are still the last
-    ones handed out, are handed out again (else the next new turn would leave them as a gap)."""
-    with _writer(sender, shard):
-        for _ in range(MAX_TRIES):
-            row = _read(sender, shard)
-            next_free = end = _value(row, "next_free")
-            for turn, step in sorted(turns, reverse=True):
-                if step > 0 and abs(end - (turn + step)) <= ROOM_SLACK:
-                    end = turn
-            if row is None or end == next_free or _write(sender, shard, row, {"next_free": end}):
-                return
 
 
 def _call_forward_quietly(sender: str, shard: int, count: int) -> None:
@@ -420,9 +414,10 @@ def _read_ticket(ident: str) -> Any:
         return None
 
 
-def _write_ticket(ident: str, slot: float, shard: int) -> None:
+def _write_ticket(ident: str, slot: float, shard: int, step: float) -> None:
     partition, key = _ticket_key(ident)
-    storage.table(TABLE).upsert_entity({"PartitionKey": partition, "RowKey": key, "slot": slot, "shard": shard})
+    storage.table(TABLE).upsert_entity({"PartitionKey": partition, "RowKey": key, "slot": slot, "shard": shard,
+                                        "step": step})
 
 
 def _read(sender: str, shard: int) -> Any:

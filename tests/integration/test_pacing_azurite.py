@@ -45,7 +45,8 @@ def _comes_back(document: dict[str, Any], before: Any = None) -> sender.Outcome:
     room = 1.0 * pacing.NORMAL_SHARE - 0.25 - 0.05
     wait_until(lambda: pacing._value(pacing._read(document["from"], int(ticket["shard"])), "horizon")  # noqa
                <= time.time() + room, 10, "Twilio's queue for the sender to drain below the lead")
-    pacing._write_ticket(document["id"], time.time() + 0.75, int(ticket["shard"]))  # noqa: SLF001 - its turn now
+    pacing._write_ticket(document["id"], time.time() + 0.75, int(ticket["shard"]),  # noqa: SLF001 - its turn now
+                         float(ticket["step"]))
     copy = {**document, "send_at": datetime.now(timezone.utc).isoformat()}
     if before is not None:
         before()
@@ -275,9 +276,13 @@ def test_turns_of_holders_called_from_the_end_are_handed_out_again(paced: Any) -
     assert pacing.call_forward(sender_, 0, 2) == 2  # two turns went unused: the last two holders are called
     assert {json.loads(m.content)["id"] for m in storage.queue(queue_).peek_messages(max_messages=32)} == \
         {"end28", "end29"}
-    # Their turns are the last ones again: the next message takes the first of them, not a turn after a gap.
-    nxt = pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident="end-next", now=t)
-    assert nxt.reserved and nxt.turn == pytest.approx(holders[-2].turn)
+    # They come (Twilio's queue drained meanwhile) and go, seconds before their turns: those turns, the last
+    # ones, are handed out again, so the next message takes the first of them instead of a turn after a gap.
+    later = t + 3
+    assert all(pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident=i, returning=True, now=later).submit
+               for i in ("end29", "end28"))
+    next_turn = pacing._value(pacing._read(sender_, 0), "next_free")  # noqa: SLF001
+    assert next_turn == pytest.approx(holders[-2].turn)
 
 
 def test_a_holder_called_forward_that_finds_no_room_goes_back_to_its_own_turn(paced: Any) -> None:
@@ -386,3 +391,16 @@ def test_sixteen_threads_pacing_one_sender_never_give_up_on_lost_races_and_get_d
     turns = [s.turn for s in slots if s.reserved]
     assert len(turns) == len(set(turns)) == 64 - 3, "three fill the lead; every other one holds a turn of its own"
     assert sorted(turns) == pytest.approx([turns and min(turns) + 0.25 * k for k in range(len(turns))])
+
+
+def test_a_cancelled_holder_of_the_last_turn_hands_that_turn_out_again(paced: Any) -> None:
+    import time
+
+    sender_ = fresh_number()
+    t = time.time()
+    slots = [pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident=f"rel{i}", now=t) for i in range(12)]
+    assert slots[-1].reserved
+    pacing.release(sender_, "rel11")  # called from the end, it came back cancelled: nobody holds that turn now
+    assert pacing._value(pacing._read(sender_, 0), "next_free") == pytest.approx(slots[-1].turn)  # noqa: SLF001
+    pacing.release(sender_, "rel5")  # a turn in the middle stays (the holders after it keep theirs)
+    assert pacing._value(pacing._read(sender_, 0), "next_free") == pytest.approx(slots[-1].turn)  # noqa: SLF001
