@@ -37,7 +37,7 @@ How (one budget for all instances, on Table storage, table ``pacing``):
   in its shard's *line* (same table, one partition per shard, RowKey = when its copy comes back, latest first,
   + id, with the copy's queue message id and pop receipt). An unused turn calls the *last* holder in line
   forward (its copy becomes visible now: ``update_message``): the schedule ends a turn sooner instead of the gap
-  moving down it, and when that holder goes, its turn, the last one, is handed out again.
+  moving down it: a holder that goes seconds early leaves the schedule a turn shorter (``next_free`` moves back).
 - ``priority: high`` (one-time codes, alerts) never takes a turn: it goes whenever Twilio's queue is within the
   whole lead, so it waits there behind at most the lead's worth of a campaign (the rest of the campaign is still
   in our queue, where STOP and cancel apply), and later turns queue behind it.
@@ -259,9 +259,10 @@ def _decide(sender: str, shard: int, row: Any, ticket: Any, ident: str, step: fl
             # A newcomer in a room that was a holder's does not move ``next_free``: that holder, finding no
             # room, takes the next turn itself (counting both would leave a turn nobody uses).
             values = {"horizon": after}
-            if ticket is not None and moment < _opens(turn, step, ahead) and \
-                    abs(next_free - (turn + step)) <= ROOM_SLACK:
-                values["next_free"] = turn  # the last turn, going early (called from the end): handed out again
+            if ticket is not None and moment < _opens(turn, step, ahead) - QUEUE_ROUNDING_SECONDS:
+                # Seconds early: called forward, from the end of the schedule. Its turn goes unused, so the
+                # schedule is a turn shorter (else the next new turn would leave a gap at its end).
+                values["next_free"] = max(moment, next_free - step)
             decision = Slot(True, shard=shard, step=step)
         elif ticket is not None and moment < _opens(turn, step, ahead) + QUEUE_ROUNDING_SECONDS:
             # Early, or just due (copies a moment early or late overtake each other) and the room was taken: back
@@ -329,18 +330,18 @@ def hold(sender: str, reserved: Slot, queue_name: str, message_id: str, pop_rece
 
 def release(sender: str, ident: str) -> None:
     """A holder that will never be sent (its campaign was cancelled) came back: its turn goes to the last in
-    line, and if its own turn is the last one handed out (it was called from the end), that turn is handed out
-    again. Best effort, as ``give_back``."""
+    line; one called forward (seconds early) leaves the schedule a turn shorter. Best effort, as
+    ``give_back``."""
     ticket = _read_ticket(ident)
     if ticket is None:
         return
     shard = int(ticket.get("shard", 0) or 0)
-    turn, step = _value(ticket, "slot"), _value(ticket, "step")
-    if step > 0:
+    turn, step, moment = _value(ticket, "slot"), _value(ticket, "step"), time.time()
+    if step > 0 and turn - moment > LINE_MIN_HOP_SECONDS:  # called forward, from the end: a turn shorter
         with _writer(sender, shard):
             row = _read(sender, shard)
-            if row is not None and abs(_value(row, "next_free") - (turn + step)) <= ROOM_SLACK:
-                _write(sender, shard, row, {"next_free": turn})  # a lost race only leaves that turn unused
+            if row is not None:  # a lost race only leaves that turn unused
+                _write(sender, shard, row, {"next_free": max(moment, _value(row, "next_free") - step)})
     _call_forward_quietly(sender, shard, 1)
 
 

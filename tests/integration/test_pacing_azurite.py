@@ -393,14 +393,15 @@ def test_sixteen_threads_pacing_one_sender_never_give_up_on_lost_races_and_get_d
     assert sorted(turns) == pytest.approx([turns and min(turns) + 0.25 * k for k in range(len(turns))])
 
 
-def test_a_cancelled_holder_of_the_last_turn_hands_that_turn_out_again(paced: Any) -> None:
+def test_a_cancelled_holder_called_forward_leaves_the_schedule_a_turn_shorter(paced: Any) -> None:
     import time
 
     sender_ = fresh_number()
     t = time.time()
-    slots = [pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident=f"rel{i}", now=t) for i in range(12)]
-    assert slots[-1].reserved
-    pacing.release(sender_, "rel11")  # called from the end, it came back cancelled: nobody holds that turn now
-    assert pacing._value(pacing._read(sender_, 0), "next_free") == pytest.approx(slots[-1].turn)  # noqa: SLF001
-    pacing.release(sender_, "rel5")  # a turn in the middle stays (the holders after it keep theirs)
-    assert pacing._value(pacing._read(sender_, 0), "next_free") == pytest.approx(slots[-1].turn)  # noqa: SLF001
+    slots = [pacing.take_slot(sender_, 1, rate=4, lead_seconds=2, ident=f"rel{i}", now=t) for i in range(20)]
+    end = pacing._value(pacing._read(sender_, 0), "next_free")  # noqa: SLF001
+    assert slots[-1].reserved and slots[-1].turn - time.time() > pacing.LINE_MIN_HOP_SECONDS
+    pacing.release(sender_, "rel19")  # called from the end, seconds early, it came back cancelled
+    assert pacing._value(pacing._read(sender_, 0), "next_free") == pytest.approx(end - 0.25)  # noqa: SLF001
+    pacing.release(sender_, "rel4")  # back about at its own turn: the turns after it stay where they are
+    assert pacing._value(pacing._read(sender_, 0), "next_free") == pytest.approx(end - 0.25)  # noqa: SLF001
