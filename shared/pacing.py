@@ -252,7 +252,8 @@ def _decide(sender: str, shard: int, row: Any, ticket: Any, ident: str, step: fl
         # Twilio's queue never runs dry while a holder is late (a busy host) or a turn went unused (STOP, cancel).
         after = max(moment + transit, horizon) + step
         # A holder back before its room opens (its copy shows early, and the queue's whole seconds make copies
-        # come back up to a second late, so on average on time) may go once Twilio's queue reaches its turn.
+        # come back up to a second late, so on average on time) may go if its room would be there when it opens,
+        # Twilio's queue draining meanwhile (at most ``reach`` deep).
         early = min(EARLY_RETURN_SECONDS, max(0.0, _opens(turn, step, ahead) - moment), max(0.0, reach - ahead)) \
             if ticket is not None else 0.0
         if _room(moment, horizon, step, ahead + early, transit):
