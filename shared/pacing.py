@@ -36,8 +36,8 @@ How (one budget for all instances, on Table storage, table ``pacing``):
   Twilio's queue a turn short from then on. So a holder away for more than ``LINE_MIN_HOP_SECONDS`` also stands
   in its shard's *line* (same table, one partition per shard, RowKey = when its copy comes back, latest first,
   + id, with the copy's queue message id and pop receipt). An unused turn calls the *last* holder in line
-  forward (its copy becomes visible now: ``update_message``): the schedule ends a turn sooner instead of the gap
-  moving down it: a holder that goes seconds early leaves the schedule a turn shorter (``next_free`` moves back).
+  forward (its copy becomes visible now: ``update_message``), so the schedule ends a turn sooner instead of the
+  gap moving down it: a holder that goes seconds early moves ``next_free`` back by its turn.
 - ``priority: high`` (one-time codes, alerts) never takes a turn: it goes whenever Twilio's queue is within the
   whole lead, so it waits there behind at most the lead's worth of a campaign (the rest of the campaign is still
   in our queue, where STOP and cancel apply), and later turns queue behind it.
@@ -246,6 +246,7 @@ def _decide(sender: str, shard: int, row: Any, ticket: Any, ident: str, step: fl
         moment = time.time() if now is None else now
         next_free, horizon, held = _value(row, "next_free"), _value(row, "horizon"), _value(row, "held")
         turn = _value(ticket, "slot")
+        opens = _opens(turn, step, ahead)
         slot: float | None = None
         # Twilio's queue reaches to ``horizon``; this message may go while it would still end within ``ahead``.
         # Whoever is in hand when there is room goes (a ticket's turn is when to come back, not a gate), so
@@ -254,18 +255,18 @@ def _decide(sender: str, shard: int, row: Any, ticket: Any, ident: str, step: fl
         # A holder back before its room opens (its copy shows early, and the queue's whole seconds make copies
         # come back up to a second late, so on average on time) may go if its room would be there when it opens,
         # Twilio's queue draining meanwhile (at most ``reach`` deep).
-        early = min(EARLY_RETURN_SECONDS, max(0.0, _opens(turn, step, ahead) - moment), max(0.0, reach - ahead)) \
-            if ticket is not None else 0.0
+        early = min(EARLY_RETURN_SECONDS, max(0.0, opens - moment), max(0.0, reach - ahead)) if ticket is not None \
+            else 0.0
         if _room(moment, horizon, step, ahead + early, transit):
             # A newcomer in a room that was a holder's does not move ``next_free``: that holder, finding no
             # room, takes the next turn itself (counting both would leave a turn nobody uses).
             values = {"horizon": after}
-            if ticket is not None and moment < _opens(turn, step, ahead) - QUEUE_ROUNDING_SECONDS:
+            if ticket is not None and moment < opens - QUEUE_ROUNDING_SECONDS:
                 # Seconds early: called forward, from the end of the schedule. Its turn goes unused, so the
                 # schedule is a turn shorter (else the next new turn would leave a gap at its end).
                 values["next_free"] = max(moment, next_free - step)
             decision = Slot(True, shard=shard, step=step)
-        elif ticket is not None and moment < _opens(turn, step, ahead) + QUEUE_ROUNDING_SECONDS:
+        elif ticket is not None and moment < opens + QUEUE_ROUNDING_SECONDS:
             # Early, or just due (copies a moment early or late overtake each other) and the room was taken: back
             # at its own turn, or in a second, into the room the one that overtook it leaves, keeping its turn.
             return _waiting(ident, moment, turn, shard, step, ahead), None
