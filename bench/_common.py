@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import subprocess
 import sys
 import time
 from contextlib import ExitStack
@@ -176,3 +178,39 @@ def observe_http(observer: HttpObserver) -> Callable[[], None]:
         HTTPConnectionPool.urlopen = original_urlopen  # type: ignore[method-assign]
 
     return stop
+
+
+class HostProcess:
+    """The local host's queue half (``bench/_soak_host.py``) as a child process: an instance of its own (its own
+    GIL, its own per-process pacing writers), which the soak can SIGKILL. ``options``: that script's flags."""
+
+    def __init__(self, env: dict[str, str], outcomes: Path, log: Path, options: Sequence[str] = ()) -> None:
+        self.env, self.outcomes, self.log, self.options = env, outcomes, log, list(options)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        cmd = [PYTHON, "-m", "bench._soak_host", "--outcomes", str(self.outcomes), *self.options]
+        stderr = open(self.log, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        stderr.close()
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if line.strip() != "ready":
+            self.proc.kill()
+            raise RuntimeError(f"stand-in host did not start (see {self.log})")
+
+    def kill(self) -> int:
+        assert self.proc is not None
+        pid = self.proc.pid
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        return pid
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)

@@ -33,8 +33,6 @@ import json
 import os
 import random
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench._common import PYTHON, ROOT
+from bench._common import ROOT, HostProcess
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "soak-auth-token-0123456789abcdef"
@@ -131,43 +129,6 @@ class Tally:
         table = "\n".join(f"{k.ljust(width)} | {v}" for k, v in rows)
         return (f"{table}\ndouble sends: {self.double_sends}\nlost: {self.lost}\n"
                 f"ambiguous: {self.ambiguous}")
-
-
-class HostProcess:
-    """bench/_soak_host.py as a child process."""
-
-    def __init__(self, env: dict[str, str], outcomes: Path, args: argparse.Namespace, log: Path) -> None:
-        self.env, self.outcomes, self.args, self.log = env, outcomes, args, log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        cmd = [PYTHON, "-m", "bench._soak_host", "--outcomes", str(self.outcomes),
-               "--visibility", str(self.args.visibility), "--lease", str(self.args.lease),
-               "--claim-margin", str(self.args.claim_margin)]
-        stderr = open(self.log, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=stderr, text=True)
-        stderr.close()
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if line.strip() != "ready":
-            self.proc.kill()
-            raise RuntimeError(f"stand-in host did not start (see {self.log})")
-
-    def kill(self) -> int:
-        assert self.proc is not None
-        pid = self.proc.pid
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        return pid
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
 
 
 def _queue_count(client: Any) -> int:
@@ -281,7 +242,8 @@ def run(args: argparse.Namespace) -> Tally:
                 messages.insert(min(len(messages), i + rng.randint(1, 200) + len(messages) - len(bodies)), bodies[i])
         tally.enqueued_ids, tally.duplicates_injected, tally.queue_messages = len(ids), len(duplicated), len(messages)
 
-        host = HostProcess(env, outcomes, args, workdir / "host.log")
+        host = HostProcess(env, outcomes, workdir / "host.log", ["--visibility", str(args.visibility), "--lease",
+                           str(args.lease), "--claim-margin", str(args.claim_margin)])
         started = time.monotonic()
         host.start()
         producer_error: list[BaseException] = []
