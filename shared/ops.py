@@ -13,6 +13,7 @@ Twilio, or may have, is never re-sent without ``--force`` and a look at what Twi
     python -m shared.ops optouts list | add NUMBER [--keyword K] | remove NUMBER
     python -m shared.ops inbound [--limit N] [--take]
     python -m shared.ops outcomes [--limit N] [--take]
+    python -m shared.ops pacing prune [--older-than 1d] [--dry-run]
     python -m shared.ops migrate-layout [--dry-run]
 
 Where: ``--connection-string`` (Azurite: ``UseDevelopmentStorage=true``), else ``--account-name`` (Azure, signed
@@ -96,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
                                      epilog=_plain("\n\n".join(__doc__.split("\n\n")[1:])),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = parser.add_subparsers(dest="verb", required=True,
-                                  metavar="{sends,poison,optouts,inbound,outcomes,migrate-layout}")
+                                  metavar="{sends,poison,optouts,inbound,outcomes,pacing,migrate-layout}")
 
     sends = verbs.add_parser("sends", help="the sends ledger: one row per outbound id").add_subparsers(
         dest="action", required=True)
@@ -151,6 +152,14 @@ def _parser() -> argparse.ArgumentParser:
         events.add_argument("--take", action="store_true",
                             help="remove what is shown from the queue, as a consumer would (default: only look)")
         events.set_defaults(action="list")
+
+    pacing = verbs.add_parser("pacing", help="the pacing table (turns of messages waiting for a sender's rate)"
+                              ).add_subparsers(dest="action", required=True)
+    prune = pacing.add_parser("prune", parents=[common],
+                              help="delete the tickets and line places of turns long past (the budget rows stay)")
+    prune.add_argument("--older-than", default="1d",
+                       help="turns further back than this: a duration (12h, 7d) or ISO-8601 (default 1d)")
+    prune.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
 
     migrate = verbs.add_parser("migrate-layout", parents=[common],
                                help="move rows of the one-partition layout to spread partitions (idempotent)")
@@ -1050,6 +1059,22 @@ def _queue_events(args: argparse.Namespace, out: Output, name: str, row: Callabl
 # ---------------------------------------------------------------- layout
 
 
+def pacing_prune(args: argparse.Namespace, out: Output) -> int:
+    """Delete pacing rows of turns long past (``shared.pacing.prune``): nothing reads them once their message went."""
+    from . import pacing
+
+    before = parse_when(args.older_than)
+    if before > datetime.now(timezone.utc):
+        raise OpsError(f"--older-than {args.older_than!r} is in the future: that would drop the turns of "
+                       "messages still waiting")
+    pruned = pacing.prune(before.timestamp(), dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    out.line(f"pacing: {verb} {pruned.tickets} ticket(s) and {pruned.places} line place(s) older than "
+             f"{before.isoformat(timespec='seconds')}")
+    out.document({"dry_run": args.dry_run, "before": before, "tickets": pruned.tickets, "places": pruned.places})
+    return EXIT_OK
+
+
 def migrate_layout(args: argparse.Namespace, out: Output) -> int:
     """Move legacy-layout rows (PartitionKey ``sms`` / ``call`` / ``optout``) to their spread partitions."""
     from . import ledger, optouts
@@ -1124,7 +1149,7 @@ def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO, ask: Calla
         ("inbound", "list"): inbound_list, ("outcomes", "list"): outcomes_list,
         ("poison", "purge"): lambda a, o: poison_purge(a, o, ask or _ask_tty(o)),
         ("optouts", "list"): optouts_list, ("optouts", "add"): optouts_add, ("optouts", "remove"): optouts_remove,
-        ("migrate-layout", "run"): migrate_layout,
+        ("pacing", "prune"): pacing_prune, ("migrate-layout", "run"): migrate_layout,
     }
     from azure.core.exceptions import AzureError
 

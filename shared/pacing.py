@@ -438,6 +438,49 @@ def _write(sender: str, shard: int, existing: Any, values: dict[str, float]) -> 
     return storage.write_if_unchanged(TABLE, existing, {"PartitionKey": partition, "RowKey": key, **values})
 
 
+# ---------------------------------------------------------------- retention
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What :func:`prune` removed (or, dry, would remove): tickets of turns and places in line."""
+
+    tickets: int
+    places: int
+
+
+def prune(before: float, *, dry_run: bool = False) -> Pruned:
+    """Delete ticket rows whose turn and line places whose copy's return are older than ``before`` (epoch
+    seconds). Why: each paced message leaves a ticket (and one that waited long, a place in line) that nothing
+    reads once it went; Table storage has no expiry. Safe at any age: a message that comes back without its
+    ticket asks as a newcomer (it goes if there is room, else takes a new turn), and one without a place only
+    cannot be called forward. Shard rows (the budget itself) are never touched; a row rewritten meanwhile (a new
+    turn, a new place) is kept (etag)."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import HttpResponseError
+
+    table = storage.table(TABLE)
+    rows = table.query_entities("slot lt @before or visible_at lt @before", parameters={"before": float(before)},
+                                results_per_page=1000)
+    tickets = places = 0
+    for row in rows:
+        partition = str(row["PartitionKey"])
+        if partition.startswith("ticket-"):
+            tickets += 1
+        elif partition.startswith("line-"):
+            places += 1
+        else:
+            continue  # not ours to expire
+        if dry_run:
+            continue
+        try:
+            table.delete_entity(partition, row["RowKey"], etag=row.metadata["etag"],
+                                match_condition=MatchConditions.IfNotModified)
+        except HttpResponseError:
+            pass  # rewritten (a new turn or place) or already gone: it stays / nothing to do
+    return Pruned(tickets, places)
+
+
 # ---------------------------------------------------------------- campaign cancellation
 
 CAMPAIGN_PARTITION = "campaign"

@@ -405,3 +405,57 @@ def test_a_cancelled_holder_called_forward_leaves_the_schedule_a_turn_shorter(pa
     assert pacing._value(pacing._read(sender_, 0), "next_free") == pytest.approx(end - 0.25)  # noqa: SLF001
     pacing.release(sender_, "rel4")  # back about at its own turn: the turns after it stay where they are
     assert pacing._value(pacing._read(sender_, 0), "next_free") == pytest.approx(end - 0.25)  # noqa: SLF001
+
+
+def test_pruning_turns_long_past_keeps_the_waiting_ones_and_the_budget_rows(paced: Any) -> None:
+    ids = _ids("prune", 40)  # 4 messages/s: most of the burst waits, holding turns seconds ahead
+    for i in ids:
+        sender.process_sms(_sms(i), f"q-{i}", 1)
+    holders = [i for i in ids if pacing._read_ticket(i) is not None]  # noqa: SLF001
+    assert len(holders) > 30
+    out = io.StringIO()
+    assert ops.main(["pacing", "prune", "--older-than", "1d", "--json"], stdout=out, stderr=io.StringIO()) == 0
+    assert json.loads(out.getvalue())["dry_run"] is False
+    assert all(pacing._read_ticket(i) is not None for i in holders), "a waiting message's turn was dropped"  # noqa
+
+    latest = max(float(pacing._read_ticket(i)["slot"]) for i in holders)  # noqa: SLF001
+    line = pacing._line_partition(_SENDER["from"], 0)  # noqa: SLF001
+    assert list(storage.table(pacing.TABLE).query_entities("PartitionKey eq @p", parameters={"p": line}))
+    dry = pacing.prune(latest + 60, dry_run=True)
+    assert dry.tickets >= len(holders) and dry.places > 0
+    assert all(pacing._read_ticket(i) is not None for i in holders), "a dry run deleted"  # noqa: SLF001
+    pruned = pacing.prune(latest + 60)  # once those turns are long past
+    assert pruned.tickets >= len(holders)
+    assert all(pacing._read_ticket(i) is None for i in holders)  # noqa: SLF001
+    assert list(storage.table(pacing.TABLE).query_entities("PartitionKey eq @p", parameters={"p": line})) == []
+    assert pacing._read(_SENDER["from"], 0) is not None, "the sender's budget row was deleted"  # noqa: SLF001
+
+
+def test_a_message_back_after_its_ticket_was_pruned_is_paced_as_a_newcomer_not_lost(paced: Any) -> None:
+    from datetime import datetime, timezone
+
+    ids = _ids("orphan", 12)
+    for i in ids:
+        sender.process_sms(_sms(i), f"q-{i}", 1)
+    last = ids[-1]
+    assert pacing._read_ticket(last) is not None  # noqa: SLF001
+    pacing.prune(float(pacing._read_ticket(last)["slot"]) + 60)  # noqa: SLF001
+    copy = {**json.loads(_sms(last)), "send_at": datetime.now(timezone.utc).isoformat()}
+    outcome = sender.process_sms(json.dumps(copy), f"copy-{last}", 1)
+    # As a newcomer: it goes if Twilio's queue has room now, else it takes a new turn (a new ticket).
+    if outcome.result == "sent":
+        assert last in {r.send_id for r in paced.created()}
+    else:
+        assert outcome.result == "deferred" and outcome.code == sender.PACED
+        assert pacing._read_ticket(last) is not None  # noqa: SLF001
+
+
+def test_pruning_with_a_time_in_the_future_is_refused_and_deletes_nothing(paced: Any) -> None:
+    ident = _ids("future", 6)
+    for i in ident:
+        sender.process_sms(_sms(i), f"q-{i}", 1)
+    err = io.StringIO()
+    assert ops.main(["pacing", "prune", "--older-than", "2999-01-01T00:00:00Z"], stdout=io.StringIO(),
+                    stderr=err) == ops.EXIT_USAGE
+    assert "--older-than" in err.getvalue() and "future" in err.getvalue()
+    assert pacing._read_ticket(ident[-1]) is not None  # noqa: SLF001
