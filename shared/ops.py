@@ -1067,7 +1067,8 @@ def pacing_prune(args: argparse.Namespace, out: Output) -> int:
     if before > datetime.now(timezone.utc):
         raise OpsError(f"--older-than {args.older_than!r} is in the future: that would drop the turns of "
                        "messages still waiting")
-    pruned = pacing.prune(before.timestamp(), dry_run=args.dry_run)
+    pruned = pacing.prune(before.timestamp(), dry_run=args.dry_run,
+                          progress=lambda seen: out.progress("pacing rows", seen))
     verb = "would delete" if args.dry_run else "deleted"
     out.line(f"pacing: {verb} {pruned.tickets} ticket(s) and {pruned.places} line place(s) older than "
              f"{before.isoformat(timespec='seconds')}")

@@ -58,7 +58,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from . import storage
 from .config import InvalidSettingError
@@ -449,13 +449,13 @@ class Pruned:
     places: int
 
 
-def prune(before: float, *, dry_run: bool = False) -> Pruned:
+def prune(before: float, *, dry_run: bool = False, progress: Callable[[int], None] | None = None) -> Pruned:
     """Delete ticket rows whose turn and line places whose copy's return are older than ``before`` (epoch
     seconds). Why: each paced message leaves a ticket (and one that waited long, a place in line) that nothing
     reads once it went; Table storage has no expiry. Safe at any age: a message that comes back without its
     ticket asks as a newcomer (it goes if there is room, else takes a new turn), and one without a place only
     cannot be called forward. Shard rows (the budget itself) are never touched; a row rewritten meanwhile (a new
-    turn, a new place) is kept (etag)."""
+    turn, a new place) is kept (etag). ``progress`` is told how many rows were looked at so far, row by row."""
     from azure.core import MatchConditions
     from azure.core.exceptions import HttpResponseError
 
@@ -463,7 +463,9 @@ def prune(before: float, *, dry_run: bool = False) -> Pruned:
     rows = table.query_entities("slot lt @before or visible_at lt @before", parameters={"before": float(before)},
                                 results_per_page=1000)
     tickets = places = 0
-    for row in rows:
+    for seen, row in enumerate(rows, 1):
+        if progress is not None:
+            progress(seen)
         partition = str(row["PartitionKey"])
         if partition.startswith("ticket-"):
             tickets += 1
