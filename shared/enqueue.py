@@ -4,6 +4,7 @@ Why a CLI: it is the quickest way to try the app (``make run`` + one command) an
 other systems. A bad message is refused here (exit 2, the reason on stderr) instead of in the poison queue.
 
     python -m shared.enqueue sms --to +14155550100 --body "hello" [--from +1…] [--media-url URL …] [--at ISO] [--id ID]
+                                 [--priority high|normal] [--campaign TAG]
     python -m shared.enqueue sms --to whatsapp:+14155550100 --content-sid HX… --content-variables '{"1": "Ann"}'
     python -m shared.enqueue call --to +14155550100 (--say TEXT | --twiml XML | --url URL) [--voice V] [--language L]
                                   [--timeout S] [--machine-detection [--voicemail TEXT]]
@@ -54,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--from", dest="from_", help="sender, E.164 or whatsapp:+E.164 (default: TWILIO_FROM_NUMBER)")
     common.add_argument("--at", dest="send_at", help="send at this ISO-8601 UTC time (2030-01-01T09:00:00Z)")
     common.add_argument("--id", help="message id (default: a new UUID); the ledger key, so duplicates are sent once")
+    common.add_argument("--priority", help="high (one-time codes, alerts: ahead of a waiting campaign) or normal")
+    common.add_argument("--campaign", help="a tag (1-64 of A-Z a-z 0-9 . _ : -): ops sends cancel --campaign TAG")
     common.add_argument("--base64", action="store_true", help="base64-encode the queue message")
     sms = kinds.add_parser("sms", parents=[common], help="send an SMS/MMS")
     sms.add_argument("--body", help="text, up to 1600 chars")
@@ -84,7 +87,7 @@ def build_message(args: argparse.Namespace) -> dict[str, Any]:
     """The queue message document for parsed CLI arguments (only the fields given)."""
     # Only an absent --id gets a new one: --id "" is refused by the schema, not silently replaced.
     fields: dict[str, Any] = {"id": uuid.uuid4().hex if args.id is None else args.id, "to": args.to, "from": args.from_,
-                              "send_at": args.send_at}
+                              "send_at": args.send_at, "priority": args.priority, "campaign": args.campaign}
     if args.kind == "sms":
         fields.update(body=args.body, media_urls=args.media_urls, messaging_service_sid=args.messaging_service_sid,
                       content_sid=args.content_sid, content_variables=_json_object(args.content_variables))

@@ -258,9 +258,11 @@ def validate(kind: Kind, doc: Mapping[str, Any], default_id: str | None = None) 
     if from_ is not None and is_whatsapp(to) != is_whatsapp(from_):
         raise InvalidMessageError("from", "to and from must both be whatsapp: addresses or both phone numbers")
     send_at = _send_at(doc)
-    priority = _optional_string(doc, "priority") or "normal"
-    if priority not in PRIORITIES:
-        raise InvalidMessageError("priority", "must be high or normal")
+    priority = _optional_string(doc, "priority")
+    if priority is None:  # null or absent; an empty string is a mistake, not "normal"
+        priority = "normal"
+    elif priority not in PRIORITIES:
+        raise InvalidMessageError("priority", "must be high or normal (lower case)")
     campaign = _optional_string(doc, "campaign")
     if campaign is not None and not matches(CAMPAIGN_PATTERN, campaign):
         raise InvalidMessageError("campaign", "must be 1-64 of [A-Za-z0-9._:-]")

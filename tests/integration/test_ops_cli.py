@@ -77,7 +77,7 @@ def poison_count() -> int:
 # ---------------------------------------------------------------- help and errors
 
 
-@pytest.mark.parametrize("verb", ["sends", "poison", "optouts"])
+@pytest.mark.parametrize("verb", ["sends", "poison", "optouts", "pacing"])
 def test_each_verb_answers_help(verb: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "shared.ops", verb, "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from shared import ledger, ops, optouts, pacing, sender, storage
-from tests.outbound_helpers import fresh_number, poison, sms_queue
+from shared import enqueue, ledger, ops, optouts, pacing, sender, storage
+from tests.outbound_helpers import drain, fresh_number, poison, sms_queue
 
 _SENDER: dict[str, str] = {}
 
@@ -459,3 +459,12 @@ def test_pruning_with_a_time_in_the_future_is_refused_and_deletes_nothing(paced:
                     stderr=err) == ops.EXIT_USAGE
     assert "--older-than" in err.getvalue() and "future" in err.getvalue()
     assert pacing._read_ticket(ident[-1]) is not None  # noqa: SLF001
+
+
+def test_enqueue_cli_tags_a_message_with_its_priority_and_campaign(azurite: Any, unique_queues: Any) -> None:
+    assert enqueue.main(["sms", "--to", "+14155550100", "--body", "code 123456", "--priority", "high",
+                         "--campaign", "otp-2027"]) == 0
+    assert enqueue.main(["sms", "--to", "+14155550100", "--body", "hi"]) == 0
+    tagged, plain = (json.loads(text) for text in drain(sms_queue()))
+    assert (tagged["priority"], tagged["campaign"]) == ("high", "otp-2027")
+    assert "priority" not in plain and "campaign" not in plain  # absent: normal, untagged

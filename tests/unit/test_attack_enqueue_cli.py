@@ -143,6 +143,13 @@ REFUSED: list[tuple[str, list[str], str]] = [
      "media_urls[0]: not an https URL: contains control character U+0000"),
     ("call url with NUL", ["call", "--to", TO, "--url", "https://ex.com/t\x00"],
      "url: not an https URL: contains control character U+0000"),
+    ("priority in capitals", ["sms", "--to", TO, "--body", "x", "--priority", "HIGH"],
+     "priority: must be high or normal (lower case)"),
+    ("empty priority", ["sms", "--to", TO, "--body", "x", "--priority", ""], "priority: must be high or normal"),
+    ("campaign with a space", ["sms", "--to", TO, "--body", "x", "--campaign", "spring sale"],
+     "campaign: must be 1-64 of [A-Za-z0-9._:-]"),
+    ("campaign with ESC", ["call", "--to", TO, "--say", "x", "--campaign", "a\x1b[2J"],
+     "campaign: must be 1-64 of [A-Za-z0-9._:-]"),
 ]
 
 

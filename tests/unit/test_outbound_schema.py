@@ -32,6 +32,14 @@ def test_full_sms_is_typed() -> None:
     assert message.media_urls == ("https://e.com/1.png",)
 
 
+def test_priority_and_campaign_are_optional_and_null_means_absent() -> None:
+    plain = validate("sms", {"to": TO, "body": "x", "priority": None, "campaign": None}, "q1")
+    assert (plain.priority, plain.campaign) == ("normal", None)
+    tagged = validate("sms", {"to": TO, "body": "x", "priority": "high", "campaign": "spring-2027.a:1"}, "q1")
+    assert (tagged.priority, tagged.campaign) == ("high", "spring-2027.a:1")
+    assert validate("call", {"to": TO, "say": "x", "campaign": "c" * 64}, "q1").campaign == "c" * 64
+
+
 def test_media_only_sms_is_valid() -> None:
     assert validate("sms", {"to": TO, "media_urls": ["https://e.com/x.jpg"]}, "q").body is None
 
@@ -57,6 +65,20 @@ def test_media_only_sms_is_valid() -> None:
      "messaging_service_sid: must be MG followed by 32 hex digits"),
     ({"to": TO, "body": "x", "from": "+15005550006", "messaging_service_sid": "MG" + "a" * 32},
      "from: give from or messaging_service_sid, not both"),
+    ({"to": TO, "body": "x", "priority": "HIGH"}, "priority: must be high or normal (lower case)"),
+    ({"to": TO, "body": "x", "priority": "urgent"}, "priority: must be high or normal"),
+    ({"to": TO, "body": "x", "priority": ""}, "priority: must be high or normal"),
+    ({"to": TO, "body": "x", "priority": "high\n"}, "priority: must be high or normal"),
+    ({"to": TO, "body": "x", "priority": 1}, "priority: must be a string, not number"),
+    ({"to": TO, "body": "x", "priority": ["high"]}, "priority: must be a string"),
+    ({"to": TO, "body": "x", "campaign": ""}, "campaign: must be 1-64 of [A-Za-z0-9._:-]"),
+    ({"to": TO, "body": "x", "campaign": "spring sale"}, "campaign: must be 1-64 of [A-Za-z0-9._:-]"),
+    ({"to": TO, "body": "x", "campaign": "c" * 65}, "campaign: must be 1-64 of [A-Za-z0-9._:-]"),
+    ({"to": TO, "body": "x", "campaign": "spring\n"}, "campaign: must be 1-64 of [A-Za-z0-9._:-]"),
+    ({"to": TO, "body": "x", "campaign": "spr\u0131ng"}, "campaign: must be 1-64 of [A-Za-z0-9._:-]"),
+    ({"to": TO, "body": "x", "campaign": "\u0661\u0662"}, "campaign: must be 1-64 of [A-Za-z0-9._:-]"),
+    ({"to": TO, "body": "x", "campaign": "a/b"}, "campaign: must be 1-64 of [A-Za-z0-9._:-]"),
+    ({"to": TO, "body": "x", "campaign": {"tag": "x"}}, "campaign: must be a string"),
 ])
 def test_sms_rejections_name_field_and_rule(doc: dict, expected: str) -> None:
     assert reason("sms", doc).startswith(expected)
