@@ -55,6 +55,7 @@ import itertools
 import logging
 import math
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -86,6 +87,8 @@ CALL_FORWARD_GAIN = 0.5   # seconds: a holder due back sooner than this is not w
 # for an unregistered account; a 10DLC campaign's rate comes from its trust tier: set it in SENDER_RATES).
 DEFAULT_RATES: Mapping[str, float] = {"longcode": 1.0, "tollfree": 3.0, "shortcode": 100.0, "whatsapp": 80.0,
                                       "service": 1.0}
+# Who a rate can name: a number, a WhatsApp address, a Messaging Service, a short code (as Twilio writes them).
+_SENDER_NAME = re.compile(r"(?:whatsapp:)?\+[1-9][0-9]{1,14}|MG[0-9a-fA-F]{32}|[0-9]{3,8}")
 TOLL_FREE_PREFIXES = ("+1800", "+1833", "+1844", "+1855", "+1866", "+1877", "+1888")
 
 _GSM7 = frozenset("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -126,6 +129,10 @@ def parse_rates(text: str) -> SenderRates:
             raise InvalidSettingError("SENDER_RATES", f"{item!r} is not sender=messages-per-second (0 < mps <= "
                                                       "10000)")
         name = name.strip()
+        if name not in DEFAULT_RATES and not _SENDER_NAME.fullmatch(name):
+            # A typo here would pace that sender at its type's default without a word: say so instead.
+            raise InvalidSettingError("SENDER_RATES", f"{name[:40]!r} is not a sender: +E.164, whatsapp:+E.164, "
+                                      f"MG… service SID, a short code, or a type ({', '.join(DEFAULT_RATES)})")
         (by_type if name in DEFAULT_RATES else by_sender)[name] = rate
     return SenderRates(by_sender, by_type)
 

@@ -175,8 +175,13 @@ def test_sender_rates_setting_is_parsed_and_bad_values_name_the_setting() -> Non
     assert rates.rate_for("+18005550100") == 3 and rates.rate_for("MG" + "a" * 32) == 50
     assert rates.rate_for("+14155550100") == 2 and rates.rate_for("+18335550100") == 3  # toll-free default
     assert rates.rate_for("12345") == 100 and rates.rate_for("whatsapp:+14155550100") == 80
-    for bad in ("+1415=abc", "=3", "+1415=0", "+1415=-1", "+1415=nan", "+1415=1e9"):
+    for bad in ("+1415=abc", "=3", "+1415=0", "+1415=-1", "+1415=nan", "+1415=1e9", "+1415=inf"):
         with pytest.raises(InvalidSettingError, match="SENDER_RATES"):
+            pacing.parse_rates(bad)
+    # A sender that cannot be one (a typo would otherwise pace it at its type's default, silently).
+    for bad in ("+1 415 555 0100=3", "14155550100x=3", "LongCode=2", "MG123=50", "whatsapp:14155550100=80",
+                "+1415\x1b[2J=3"):
+        with pytest.raises(InvalidSettingError, match="is not a sender"):
             pacing.parse_rates(bad)
 
 
