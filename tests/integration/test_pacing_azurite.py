@@ -473,3 +473,18 @@ def test_enqueue_cli_tags_a_message_with_its_priority_and_campaign(azurite: Any,
     tagged, plain = (json.loads(text) for text in drain(sms_queue()))
     assert (tagged["priority"], tagged["campaign"]) == ("high", "otp-2027")
     assert "priority" not in plain and "campaign" not in plain  # absent: normal, untagged
+
+
+def test_a_pacing_setting_that_is_neither_on_nor_off_holds_sms_naming_it_and_calls_still_go(
+        outbound_env: Any, set_env: Any) -> None:
+    set_env(PACING="false")
+    ident = _ids("pacing-false", 1)[0]
+    with pytest.raises(sender.RetryLaterError, match="PACING must be on or off"):
+        sender.process_sms(_sms(ident), "q", 1)
+    outcome = sender.process_sms(_sms(ident), "q", 5)  # the last try: dead-lettered with the reason, not dropped
+    assert outcome.result == "dead_lettered" and outcome.code == "retries_exhausted"
+    [letter] = poison(sms_queue())
+    assert "PACING must be on or off" in letter["error"]["reason"]
+    call = json.dumps({"id": _ids("call", 1)[0], "to": fresh_number(), "say": "hello"})
+    assert sender.process_call(call, "q", 1).result == "sent"
+    assert [r.send_id for r in outbound_env.created()] == [json.loads(call)["id"]]
