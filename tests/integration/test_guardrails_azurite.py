@@ -285,3 +285,30 @@ def test_an_instance_that_saw_the_budget_spent_defers_without_reading_the_shards
     monkeypatch.setattr(guardrails, "_get", lambda pk, rk: reads.append(rk) or real_get(pk, rk))
     assert sender.process_sms(sms(fresh_number()), "q", 1).result == "deferred"
     assert reads == []
+
+
+def test_sixteen_threads_of_one_process_never_race_each_other_for_a_budget_shard_or_a_recipient(
+        outbound_env: Any, clock: Callable[[float], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    lost: list[str] = []
+    real_write = guardrails._write
+    monkeypatch.setattr(guardrails, "_write",
+                        lambda existing, entity: real_write(existing, entity) or lost.append(entity["RowKey"]))
+    number = fresh_number()
+    budget = 16 * 12
+
+    def sends(k: int) -> None:
+        for i in range(12):
+            guardrails.take_budget_unit(budget)
+            guardrails.count_recipient_send(number, "sms", f"race-{k}-{i}", 1000)
+
+    threads = [threading.Thread(target=sends, args=(k,)) for k in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert lost == [], f"{len(lost)} conditional writes lost to a thread of the same process"
+    with pytest.raises(guardrails.BudgetExhaustedError):  # every unit was taken exactly once
+        guardrails.take_budget_unit(budget)
+    assert guardrails.count_recipient_send(number, "sms", "one-more", 1000) == 16 * 12 + 1
