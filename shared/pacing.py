@@ -228,14 +228,23 @@ def take_slot(sender: str, cost: int, *, rate: float, lead_seconds: float, ident
     lock.acquire()
     try:
         row = _read(sender, shard)
-        if ticket is None and shards > 1 and not _has_room(row, step, ahead, transit):
-            # Busy: a second random shard, and the one whose turns end sooner (two choices keep shards even).
+        if ticket is None and shards > 1 and not _has_room(row, step, ahead, transit, now):
+            # Busy: a second random shard, and the one whose turns end sooner (two choices keep shards even). Read
+            # under its writer, so what we read is what we write over; one a thread of ours is writing is skipped
+            # (not waited for while holding this one: two threads crossing would wait for each other).
             other = random.choice([s for s in range(shards) if s != shard])
-            other_row = _read(sender, other)
-            if _value(other_row, "next_free") < _value(row, "next_free"):
-                lock.release()
-                shard, row, lock = other, other_row, _writer(sender, other)
-                lock.acquire()
+            other_lock = _writer(sender, other)
+            if other_lock.acquire(blocking=False):
+                try:
+                    other_row = _read(sender, other)
+                except BaseException:
+                    other_lock.release()
+                    raise
+                if _value(other_row, "next_free") < _value(row, "next_free"):
+                    lock.release()
+                    shard, row, lock = other, other_row, other_lock
+                else:
+                    other_lock.release()
         decision, slot = _decide(sender, shard, row, ticket, ident, step, ahead, transit, lead_seconds * HIGH_SHARE,
                                  high, now)
     finally:
@@ -395,8 +404,8 @@ def _call_forward_quietly(sender: str, shard: int, count: int) -> None:
         log.warning("pacing: holders not called forward (%s)", type(exc).__name__)
 
 
-def _has_room(row: Any, step: float, ahead: float, transit: float) -> bool:
-    return _room(time.time(), _value(row, "horizon"), step, ahead, transit)
+def _has_room(row: Any, step: float, ahead: float, transit: float, now: float | None) -> bool:
+    return _room(time.time() if now is None else now, _value(row, "horizon"), step, ahead, transit)
 
 
 def _opens(turn: float, step: float, ahead: float) -> float:

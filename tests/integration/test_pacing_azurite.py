@@ -488,3 +488,29 @@ def test_a_pacing_setting_that_is_neither_on_nor_off_holds_sms_naming_it_and_cal
     call = json.dumps({"id": _ids("call", 1)[0], "to": fresh_number(), "say": "hello"})
     assert sender.process_call(call, "q", 1).result == "sent"
     assert [r.send_id for r in outbound_env.created()] == [json.loads(call)["id"]]
+
+
+def test_sixteen_threads_pacing_a_sharded_sender_lose_no_race_to_each_other(paced: Any,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    lost: list[int] = []
+    real_write = pacing._write  # noqa: SLF001
+
+    def counted(sender_: str, shard: int, existing: Any, values: dict[str, float]) -> bool:
+        return real_write(sender_, shard, existing, values) or bool(lost.append(shard))
+
+    monkeypatch.setattr(pacing, "_write", counted)
+    sender_ = fresh_number()
+    t = time.time()
+
+    def ask(i: int) -> pacing.Slot:  # 30 MPS: three shards, and the busy ones send a message to a second
+        return pacing.take_slot(sender_, 1, rate=30, lead_seconds=2, ident=f"sh{i}", now=t)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        slots = list(pool.map(ask, range(480)))
+    assert lost == [], f"{len(lost)} shard writes lost to a thread of the same process"
+    by_shard = {shard: [s.turn for s in slots if s.reserved and s.shard == shard] for shard in range(3)}
+    assert all(len(turns) == len(set(turns)) for turns in by_shard.values()), "two messages given one turn"
+    assert min(len(turns) for turns in by_shard.values()) >= 100, f"shards uneven: {by_shard}"
