@@ -42,6 +42,8 @@ How (one budget for all instances, on Table storage, table ``pacing``):
   whole lead, so it waits there behind at most the lead's worth of a campaign (the rest of the campaign is still
   in our queue, where STOP and cancel apply), and later turns queue behind it.
 - Nothing is dropped: a message sent back comes back. No thread waits for a slot.
+- Tickets and places in line are not read again once their message went; Table storage has no expiry, so
+  :func:`prune` (``python -m shared.ops pacing prune``) deletes those of turns long past.
 
 Segments are counted as Twilio counts them (:func:`segments`): GSM-7 160 per message or 153 per part of a long
 one (characters of the extension table take two), UCS-2 70 or 67 UTF-16 units; MMS, WhatsApp and Content
